@@ -1,0 +1,151 @@
+"""The job child: runs one attempt of one job, then exits. Kept lean on purpose.
+
+Started by path (`python .../bgrun/_child.py`) so that importing it pays for no part of
+bgrun: it reads its spec from stdin as marshal data (plain values only, written by the
+runner; never pickle), checks the allowlist again, imports the target, calls the method,
+and writes its verdict into the result file. Exit status 0 means the method returned.
+In fork mode the runner calls `run()` directly in a forked process instead.
+"""
+
+import marshal
+import os
+import sys
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NOT_ALLOWED = 3  # the target left the allowlist: fail, never retry
+EXIT_ALLOWLIST_BROKEN = 4  # the allowlist is missing or broken: hand the job back
+
+
+def main() -> None:
+    spec = marshal.loads(sys.stdin.buffer.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # user code gets no stdin
+    os.close(devnull)
+    sys.path[0] = os.getcwd()  # as `python -m` does: the queueing folder first
+    run(spec)
+
+
+def run(spec: dict) -> None:  # type: ignore[type-arg]
+    """Run the attempt described by `spec` and exit with its verdict."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    verdict = _check_allowlist(spec)
+    if verdict is not None:
+        _finish(spec, verdict[0], ("refused", verdict[1]))
+    try:
+        func = _resolve(spec["target"], spec["method"])
+        result = func(*spec["args"], **spec["kwargs"])
+        if hasattr(result, "__await__"):
+            result = _await(result)
+    except BaseException as exc:  # noqa: BLE001 - every failure is the job's verdict
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(text)
+        _finish(spec, EXIT_ERROR, ("error", f"{type(exc).__name__}: {exc}", text))
+    _finish(spec, EXIT_OK, ("ok",) + _portable(result, spec["max_result"]))
+
+
+def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[type-arg]
+    """None if the job may run; else (exit code, message).
+
+    The runner checked the file just before starting us and passes its signature: an
+    unchanged file needs no second parse. A changed one is parsed again here.
+    """
+    path = spec["allowlist"]
+    try:
+        st = os.stat(path)
+        if (st.st_mtime_ns, st.st_size, st.st_ino) == tuple(spec["signature"]):
+            return None
+    except OSError:
+        pass
+    allowlist_module = _bgrun_module("allowlist", spec["package"])
+    errors = _bgrun_module("errors", spec["package"])
+    from pathlib import Path
+
+    try:
+        allowlist_module.load(Path(path)).check(spec["target"], spec["method"])
+    except errors.AllowlistError as exc:
+        return EXIT_ALLOWLIST_BROKEN, f"AllowlistError: {exc}"
+    except errors.RefusedError as exc:
+        return EXIT_NOT_ALLOWED, f"NotAllowed: {exc}"
+    return None
+
+
+def _bgrun_module(name: str, package: str):  # type: ignore[no-untyped-def]
+    """Import bgrun.<name> without running bgrun/__init__ (and its imports)."""
+    import importlib
+
+    if "bgrun" not in sys.modules:
+        import types
+
+        stub = types.ModuleType("bgrun")
+        stub.__path__ = [package]
+        sys.modules["bgrun"] = stub
+    return importlib.import_module("bgrun." + name)
+
+
+def _resolve(target: str, method: str):  # type: ignore[no-untyped-def]
+    """The callable: a module's function, or the method of a new instance of a class."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(target), method)
+    except ModuleNotFoundError as exc:
+        if exc.name != target or "." not in target:
+            raise
+    module_name, _, class_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return getattr(cls(), method)
+
+
+def _await(awaitable):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    async def wait():  # type: ignore[no-untyped-def]
+        return await awaitable
+
+    return asyncio.run(wait())
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _portable(value, limit: int) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+    """(value, False) where it is plain JSON-like data, else (its repr, True), both bounded."""
+    if _is_plain(value, 0) and len(marshal.dumps(value)) <= limit:
+        return value, False
+    text = repr(value)
+    return (text[:limit] + "...", True) if len(text) > limit else (text, True)
+
+
+def _is_plain(value, depth: int) -> bool:  # type: ignore[no-untyped-def]
+    if depth > 64:
+        return False
+    if type(value) in _PLAIN:
+        return True
+    if type(value) is list:
+        return all(_is_plain(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _finish(spec: dict, code: int, verdict: tuple) -> None:  # type: ignore[type-arg]
+    try:
+        data = marshal.dumps(verdict)
+    except ValueError:
+        data = marshal.dumps(("ok", "<unrepresentable result>", True))
+    fd = os.open(spec["result_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, data)
+    os.close(fd)
+    if spec.get("forked"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # a forked child must not run the runner's exit hooks
+    sys.exit(code)  # a spawned one runs the job's own (logging handlers flush...)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Entry script of a detached runner, started by path by bgrun.launcher.
+
+It forks before importing anything of bgrun, so the process that started it can reap
+its first half at once (no zombie in a long-lived caller, little waiting).
+"""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    if "--daemonize" in sys.argv:
+        sys.argv.remove("--daemonize")
+        if os.name == "posix" and os.fork() != 0:
+            os._exit(0)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from bgrun.runner import main
+
+    main(sys.argv[1:])

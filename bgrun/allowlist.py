@@ -1,0 +1,165 @@
+"""The allowlist: which targets and methods may run, checked before anything is imported.
+
+Standard library only, so the job child can load it without the rest of bgrun.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bgrun.errors import AllowlistError, BadNameError, NotAllowedError
+
+MAX_NAME = 255
+_PART = r"[A-Za-z_][A-Za-z0-9_]*"
+_TARGET = re.compile(rf"{_PART}(?:\.{_PART})*")
+_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_RULE_KEYS = {"methods": list, "retries": int, "timeout": (int, float), "priority": int}
+
+#: (st_mtime_ns, st_size, st_ino) of a file: equal signatures mean an unchanged file.
+Signature = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allow-listed target: the methods it may run and its per-target defaults."""
+
+    target: str
+    methods: frozenset[str]
+    retries: int | None = None
+    timeout: float | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """A parsed, valid allowlist file."""
+
+    path: Path
+    rules: dict[str, Rule]
+    signature: Signature
+
+    def check(self, target: str, method: str) -> Rule:
+        """The rule that allows `target.method`, or an error saying why it is refused."""
+        check_names(target, method)
+        rule = self.rules.get(target)
+        if rule is None:
+            raise NotAllowedError(f"{shown(target)} is not in the allowlist {self.path}")
+        if method not in rule.methods:
+            raise NotAllowedError(
+                f"{shown(method)} is not an allowed method of {target} in {self.path}"
+            )
+        return rule
+
+
+def shown(name: str) -> str:
+    """A name as it can be quoted safely in a one-line message."""
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_names(target: str, method: str) -> None:
+    """Refuse names that are not well-formed dotted paths, before any other look at them."""
+    if not isinstance(target, str) or not isinstance(method, str):
+        raise BadNameError("target and method must be strings")
+    if len(target) > MAX_NAME or not _TARGET.fullmatch(target):
+        raise BadNameError(f"{shown(target)} is not a dotted path of identifiers")
+    if any(part.startswith("__") for part in target.split(".")):
+        raise BadNameError(f"{shown(target)} has a dunder part, which is never allowed")
+    if len(method) > MAX_NAME or not _METHOD.fullmatch(method):
+        raise BadNameError(
+            f"{shown(method)} is not a method name (an identifier not beginning with '_')"
+        )
+
+
+def file_signature(path: Path) -> Signature | None:
+    """The file's signature, or None where it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+_cache: dict[Path, Allowlist] = {}
+
+
+def load(path: Path) -> Allowlist:
+    """Parse and check the allowlist at `path` (cached while the file is unchanged)."""
+    signature = file_signature(path)
+    cached = _cache.get(path)
+    if cached is not None and signature is not None and cached.signature == signature:
+        return cached
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise AllowlistError(f"{path}: allowlist not found: nothing may run") from None
+    except OSError as exc:
+        raise AllowlistError(f"{path}: cannot read the allowlist: {exc.strerror}") from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AllowlistError(f"{path}: not valid TOML: {exc}") from None
+    allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0))
+    _cache[path] = allowlist
+    return allowlist
+
+
+def _parse(path: Path, text: str, data: dict[str, Any]) -> dict[str, Rule]:
+    for key in data:
+        if key != "jobs":
+            raise _error(path, text, key, None, f"unknown top-level key {key!r} (only [jobs.*])")
+    jobs = data.get("jobs", {})
+    if not isinstance(jobs, dict):
+        raise _error(path, text, "jobs", None, "'jobs' must be a table of targets")
+    return {target: _rule(path, text, target, body) for target, body in jobs.items()}
+
+
+def _rule(path: Path, text: str, target: str, body: Any) -> Rule:
+    if not isinstance(body, dict):
+        raise _error(path, text, target, None, f"jobs.{shown(target)} must be a table")
+    try:
+        check_names(target, "x")
+    except BadNameError as exc:
+        raise _error(path, text, target, None, f"bad target name: {exc}") from None
+    for key, value in body.items():
+        expected = _RULE_KEYS.get(key)
+        if expected is None:
+            raise _error(path, text, target, key, f"unknown key {key!r} for {target}")
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise _error(path, text, target, key, f"{target}.{key} has the wrong type")
+    methods = body.get("methods")
+    if not methods:
+        raise _error(path, text, target, "methods", f"{target} needs a non-empty 'methods' list")
+    for method in methods:
+        try:
+            check_names(target, method)
+        except BadNameError as exc:
+            raise _error(path, text, target, "methods", str(exc)) from None
+    numbers = {k: body[k] for k in ("retries", "timeout", "priority") if k in body}
+    if numbers.get("retries", 0) < 0 or numbers.get("timeout", 1) <= 0:
+        raise _error(path, text, target, None, f"{target}: retries >= 0 and timeout > 0")
+    return Rule(target, frozenset(methods), **numbers)
+
+
+def _error(path: Path, text: str, target: str, key: str | None, message: str) -> AllowlistError:
+    return AllowlistError(f"{path}:{_line_of(text, target, key)}: {message}")
+
+
+def _line_of(text: str, target: str, key: str | None) -> int:
+    """Best guess of the line that holds `target` (and `key` in its table): TOML gives none."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if target in line), 0)
+    if key is not None:
+        for i in range(start, len(lines)):
+            stripped = lines[i].lstrip()
+            if i > start and stripped.startswith("["):
+                break
+            if stripped.startswith(key):
+                return i + 1
+    return start + 1

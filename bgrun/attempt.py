@@ -1,0 +1,196 @@
+"""One attempt of one job: start its child, supervise it, and tell the verdict.
+
+The parent supervises, the child executes: the child's exit status is the verdict when
+the child says nothing (a crash, os._exit, a signal), and a timeout or a cancel ends the
+child's whole process tree.
+"""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgrun import _child, allowlist
+from bgrun.config import Config
+from bgrun.errors import AllowlistError, RefusedError
+from bgrun.files import open_append
+from bgrun.launcher import start_child
+from bgrun.params import decode_params
+from bgrun.proctree import kill_tree, process_start, terminate_tree
+from bgrun.records import JobRecord, iso
+from bgrun.store import Store
+
+CHILD_SCRIPT = str(Path(_child.__file__).resolve())
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How an attempt ended. `outcome`: completed, failed, cancelled, or handback."""
+
+    outcome: str
+    error: str | None = None
+    traceback: str | None = None
+    result_json: str | None = None
+    retryable: bool = True
+
+
+def marker(job: JobRecord, runner_pid: int) -> str:
+    """The environment entry that tags every process of this attempt's tree."""
+    return f"BGRUN_JOB_TAG={job.id}.{job.attempts}.{runner_pid}"
+
+
+def run_attempt(config: Config, store: Store, job: JobRecord) -> Verdict:
+    """Run the claimed attempt `job.attempts` of `job` to its end."""
+    try:
+        rule_file = allowlist.load(Path(job.allowlist))
+        rule_file.check(job.target, job.method)
+    except AllowlistError as exc:
+        return Verdict("handback", f"AllowlistError: {exc}", retryable=False)
+    except RefusedError as exc:
+        return Verdict("failed", f"NotAllowed: {exc}", retryable=False)
+    result_path = config.log_dir / "jobs" / f"{job.id}.result"
+    result_path.unlink(missing_ok=True)
+    spec = _spec(config, job, rule_file.signature, result_path)
+    launch = store.launch_spec(job.id)
+    env = json.loads(launch.env_json)
+    tag_key, _, tag_value = marker(job, os.getpid()).partition("=")
+    env.update({"BGRUN_JOB_ID": job.id, tag_key: tag_value})
+    out_fd = open_append(Path(job.output))
+    try:
+        os.write(out_fd, f"--- bgrun: attempt {job.attempts} started {iso(time.time())}\n".encode())
+        proc = start_child([launch.python, CHILD_SCRIPT], cwd=job.cwd, env=env, output_fd=out_fd)
+    except OSError as exc:
+        return Verdict("failed", f"Crashed: cannot start {launch.python}: {exc.strerror or exc}")
+    finally:
+        os.close(out_fd)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(marshal.dumps(spec))
+        proc.stdin.close()
+    except OSError:
+        pass  # the child died at once: its exit status tells
+    started = process_start(proc.pid)
+    store.set_child(job.id, proc.pid, started)
+    ended = _supervise(config, store, job, proc, started)
+    return ended or _read_verdict(proc.returncode, result_path, config.max_result_bytes)
+
+
+def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
+          result_path: Path) -> dict[str, object]:
+    params = decode_params(job.params_json)
+    return {
+        "target": job.target,
+        "method": job.method,
+        "args": params if isinstance(params, list) else [],
+        "kwargs": params if isinstance(params, dict) else {},
+        "allowlist": job.allowlist,
+        "signature": list(signature),
+        "package": PACKAGE_DIR,
+        "result_path": str(result_path),
+        "max_result": config.max_result_bytes,
+    }
+
+
+def _supervise(config: Config, store: Store, job: JobRecord,
+               proc: subprocess.Popen[bytes], started: float) -> Verdict | None:
+    """Wait for the child; end its tree on timeout or cancel (then return that verdict)."""
+    deadline = None if job.timeout is None else time.monotonic() + job.timeout
+    waiter = _ExitWaiter(proc)
+    try:
+        while True:
+            wait = config.tick if deadline is None else min(config.tick,
+                                                            deadline - time.monotonic())
+            if waiter.wait(max(wait, 0.0)):
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                kill_tree(proc.pid, started, marker(job, os.getpid()))
+                proc.wait()
+                return Verdict("failed", f"Timeout: ran longer than {job.timeout:g} s")
+            if store.is_cancel_requested(job.id):
+                terminate_tree(proc.pid, started, config.cancel_grace, marker(job, os.getpid()))
+                proc.wait()
+                return Verdict("cancelled", "Cancelled: cancelled while it ran", retryable=False)
+    finally:
+        waiter.close()
+
+
+class _ExitWaiter:
+    """Waits for a child's exit with a timeout, without polling where Linux allows."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.fd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(proc.pid)
+            except OSError:
+                self.fd = None
+
+    def wait(self, seconds: float) -> bool:
+        if self.fd is not None:
+            ready, _, _ = select.select([self.fd], [], [], seconds)
+            if not ready:
+                return False
+            self.proc.wait()
+            return True
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _read_verdict(returncode: int, result_path: Path, limit: int) -> Verdict:
+    try:
+        data = marshal.loads(result_path.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        data = None
+    finally:
+        result_path.unlink(missing_ok=True)
+    if not isinstance(data, tuple) or not data:
+        return _exit_verdict(returncode)
+    if data[0] == "ok":
+        return Verdict("completed", result_json=result_json(data[1], data[2], limit))
+    if data[0] == "refused":
+        if returncode == _child.EXIT_ALLOWLIST_BROKEN:
+            return Verdict("handback", str(data[1]), retryable=False)
+        return Verdict("failed", str(data[1]), retryable=False)
+    return Verdict("failed", str(data[1]), traceback=str(data[2]))
+
+
+def _exit_verdict(returncode: int) -> Verdict:
+    if returncode == 0:
+        return Verdict("completed", result_json="null")
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return Verdict("failed", f"Crashed: killed by {name}")
+    return Verdict("failed", f"Crashed: exit code {returncode}")
+
+
+def result_json(value: object, is_repr: bool, limit: int) -> str:
+    """The job's return value as stored: JSON, or its repr as a JSON string, bounded."""
+    if not is_repr:
+        try:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+            if len(text) <= limit:
+                return text
+        except ValueError:
+            pass
+        value = repr(value)
+    text = str(value)
+    return json.dumps(text[:limit] + "..." if len(text) > limit else text, ensure_ascii=False)

@@ -1,0 +1,162 @@
+"""Settings: the environment first, then a `.env` file in the working directory, then defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from bgrun.errors import ConfigError
+
+STORE_NAME = "bgrun.sqlite3"
+_PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting bgrun reads, resolved to absolute paths and checked values."""
+
+    allowlist: Path
+    log_dir: Path
+    store: Path
+    concurrency: int
+    python: str | None  # None when the caller is not a Python interpreter (uWSGI...)
+    retries: int = 0
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    runner_idle: float = 5.0
+    tick: float = 0.25
+    cancel_grace: float = 5.0
+    max_params_bytes: int = 1 << 20
+    max_params_depth: int = 64
+    max_result_bytes: int = 64 * 1024
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
+    mode: str = "spawn"
+
+    @classmethod
+    def load(
+        cls, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Read the settings the way every bgrun entry point does."""
+        cwd = Path.cwd() if cwd is None else cwd
+        env = merged_environ(cwd, os.environ if environ is None else environ)
+        log_dir = _path(env.get("BGRUN_LOG_DIR"), cwd, cwd / "logs")
+        defaults = cls(
+            allowlist=_path(env.get("BGRUN_ALLOWLIST"), cwd, cwd / "allowlist.toml"),
+            log_dir=log_dir,
+            store=_path(env.get("BGRUN_STORE"), cwd, log_dir / STORE_NAME),
+            concurrency=_int(env, "BGRUN_CONCURRENCY", os.cpu_count() or 1, 1),
+            python=env.get("BGRUN_PYTHON") or default_python(),
+        )
+        return replace(
+            defaults,
+            retries=_int(env, "BGRUN_RETRIES", defaults.retries, 0),
+            backoff_base=_float(env, "BGRUN_BACKOFF_BASE", defaults.backoff_base),
+            backoff_max=_float(env, "BGRUN_BACKOFF_MAX", defaults.backoff_max),
+            runner_idle=_float(env, "BGRUN_RUNNER_IDLE", defaults.runner_idle),
+            tick=_float(env, "BGRUN_TICK", defaults.tick, low=0.01, high=1.0),
+            cancel_grace=_float(env, "BGRUN_CANCEL_GRACE", defaults.cancel_grace),
+            max_params_bytes=_int(env, "BGRUN_MAX_PARAMS_BYTES", defaults.max_params_bytes, 2),
+            max_params_depth=_int(env, "BGRUN_MAX_PARAMS_DEPTH", defaults.max_params_depth, 1),
+            max_result_bytes=_int(env, "BGRUN_MAX_RESULT_BYTES", defaults.max_result_bytes, 16),
+            log_max_bytes=_int(env, "BGRUN_LOG_MAX_BYTES", defaults.log_max_bytes, 0),
+            log_backups=_int(env, "BGRUN_LOG_BACKUPS", defaults.log_backups, 0),
+            mode=_choice(env, "BGRUN_MODE", defaults.mode, ("spawn", "fork")),
+        )
+
+    def as_environ(self) -> dict[str, str]:
+        """These settings as BGRUN_* variables, so a runner we start sees exactly them."""
+        names = {
+            "allowlist": "BGRUN_ALLOWLIST", "log_dir": "BGRUN_LOG_DIR", "store": "BGRUN_STORE",
+            "concurrency": "BGRUN_CONCURRENCY", "python": "BGRUN_PYTHON",
+            "retries": "BGRUN_RETRIES", "backoff_base": "BGRUN_BACKOFF_BASE",
+            "backoff_max": "BGRUN_BACKOFF_MAX", "runner_idle": "BGRUN_RUNNER_IDLE",
+            "tick": "BGRUN_TICK", "cancel_grace": "BGRUN_CANCEL_GRACE",
+            "max_params_bytes": "BGRUN_MAX_PARAMS_BYTES",
+            "max_params_depth": "BGRUN_MAX_PARAMS_DEPTH",
+            "max_result_bytes": "BGRUN_MAX_RESULT_BYTES",
+            "log_max_bytes": "BGRUN_LOG_MAX_BYTES", "log_backups": "BGRUN_LOG_BACKUPS",
+            "mode": "BGRUN_MODE",
+        }
+        out = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                out[names[field.name]] = str(value)
+        return out
+
+    def require_python(self) -> str:
+        """The interpreter that runs jobs, or a clear error where it cannot be guessed."""
+        if not self.python:
+            raise ConfigError(
+                f"cannot tell which Python runs jobs ({sys.executable or 'no sys.executable'} "
+                "is not a Python interpreter): set BGRUN_PYTHON"
+            )
+        return self.python
+
+
+def merged_environ(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """BGRUN_* values from `.env` under those already in the environment (which win)."""
+    merged: dict[str, str] = {}
+    dotenv = cwd / ".env"
+    if dotenv.is_file():
+        from dotenv import dotenv_values  # only paid for by callers that have a .env
+
+        merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    merged.update(environ)
+    return merged
+
+
+def default_python() -> str | None:
+    """`sys.executable` where it is a Python interpreter (not uWSGI or an embedding host)."""
+    exe = sys.executable
+    if exe and _PYTHON_NAME.match(Path(exe).name):
+        return exe
+    return None
+
+
+def _path(value: str | None, cwd: Path, default: Path) -> Path:
+    if not value:
+        return default.absolute()
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else cwd / path).absolute()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < low:
+        raise ConfigError(f"{name}={raw!r} must be at least {low}")
+    return value
+
+
+def _float(
+    env: Mapping[str, str], name: str, default: float, low: float = 0.0, high: float | None = None
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not (value >= low and (high is None or value <= high)):  # also refuses nan
+        upper = f" and at most {high}" if high is not None else ""
+        raise ConfigError(f"{name}={raw!r} must be at least {low}{upper}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name) or default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return raw

@@ -1,0 +1,53 @@
+"""What every bgrun process opens once: settings, store, event log and state folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgrun.config import Config
+from bgrun.files import private_dir
+from bgrun.joblog import EventLog
+from bgrun.slots import state_dir
+from bgrun.store import Store
+
+RUNNER_SCRIPT = str(Path(__file__).resolve().with_name("_runner_main.py"))
+
+
+@dataclass
+class Context:
+    """A process's open store and logs for one configuration."""
+
+    config: Config
+    store: Store
+    log: EventLog
+    state: Path
+
+    @classmethod
+    def open(cls, config: Config, synchronous: str = "FULL") -> Context:
+        """Create the log folder (0700) and open the store and logs in it."""
+        private_dir(config.log_dir)
+        output_dir = private_dir(config.log_dir / "jobs")
+        private_dir(config.store.parent)
+        store = Store(config.store, output_dir, synchronous)
+        log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups)
+        return cls(config, store, log, state_dir(config.store))
+
+
+_open: dict[tuple[Config, int], Context] = {}
+
+
+def context_for(config: Config) -> Context:
+    """The Context of `config`, opened once per process (a long-lived caller reuses it)."""
+    key = (config, os.getpid())  # a forked caller must not share its parent's connection
+    ctx = _open.get(key)
+    if ctx is None:
+        ctx = _open[key] = Context.open(config)
+    return ctx
+
+
+def runner_python(config: Config) -> str:
+    """The interpreter that runs runners: ours where we are Python, else BGRUN_PYTHON."""
+    return config.python if config.python else sys.executable

@@ -1,0 +1,95 @@
+"""Acting on stored jobs: wait, cancel, retry, delete, prune. Shared by CLI, API, dashboard."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bgrun.context import Context
+from bgrun.errors import InvalidStateError, WaitTimeoutError
+from bgrun.records import JobRecord, JobStatus
+from bgrun.settle import ensure_runner, settle_orphans
+
+SETTLE_EVERY = 2.0  # seconds between looks for dead runners while waiting
+
+
+def wait_for(ctx: Context, job_id: str, timeout: float | None = None) -> JobRecord:
+    """Block until the job ends and return it; WaitTimeoutError after `timeout` seconds."""
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    last_settle = start
+    pause = 0.01
+    while True:
+        job = ctx.store.get(job_id)
+        if job.status_at(time.time()).finished:
+            return job
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            raise WaitTimeoutError(f"job {job_id} is still {job.status_at(time.time()).value}"
+                                   f" after {timeout:g} s")
+        if now - last_settle >= SETTLE_EVERY:
+            settle_orphans(ctx)
+            last_settle = now
+        pause = min(pause * 1.5, 0.2)
+        time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - now)))
+
+
+def cancel_job(ctx: Context, job_id: str, by: str) -> JobRecord:
+    """Cancel a waiting job now, or have a running one's runner end its process tree.
+
+    A running job reads `running` until its runner has ended the tree (within one tick
+    plus the grace period); wait_for() tells when it is over.
+    """
+    before = ctx.store.get(job_id)
+    job = ctx.store.cancel(job_id, time.time())
+    if job.stored_status == "cancelled":
+        ctx.log.event(job=job.id, target=job.target, method=job.method, status="cancelled",
+                      attempt=job.attempts, by=by)
+    else:
+        ctx.log.event(job=job.id, target=job.target, method=job.method,
+                      status="cancel-requested", attempt=before.attempts, by=by)
+        settle_orphans(ctx)  # no live runner to do it: settle it here
+    return ctx.store.get(job_id)
+
+
+def retry_job(ctx: Context, job_id: str, by: str) -> JobRecord:
+    """Queue a failed or cancelled job again under the same id; attempts start from 0."""
+    job = ctx.store.retry(job_id, time.time())
+    ctx.log.event(job=job.id, target=job.target, method=job.method, status="queued",
+                  attempt=0, by=by, note="retry")
+    ensure_runner(ctx)
+    return job
+
+
+def delete_jobs(ctx: Context, job_ids: list[str], by: str) -> list[str]:
+    """Delete finished jobs and their output files; refuse one that has not finished."""
+    for job_id in job_ids:
+        job = ctx.store.get(job_id)
+        if not job.status_at(time.time()).finished:
+            raise InvalidStateError(f"job {job_id} is {job.status_at(time.time()).value}:"
+                                    " only finished jobs can be deleted")
+    deleted = ctx.store.delete(job_ids)
+    for job_id in deleted:
+        Path(ctx.config.log_dir / "jobs" / f"{job_id}.log").unlink(missing_ok=True)
+        ctx.log.event(job=job_id, target="-", method="-", status="deleted", by=by)
+    return deleted
+
+
+def prune(ctx: Context, older_than: float, by: str) -> list[str]:
+    """Delete jobs that finished more than `older_than` seconds ago, with their output."""
+    return delete_jobs(ctx, ctx.store.finished_before(time.time() - older_than), by)
+
+
+def read_output(ctx: Context, job_id: str) -> bytes:
+    """The job's captured stdout and stderr so far (empty before it first runs)."""
+    job = ctx.store.get(job_id)
+    try:
+        return Path(job.output).read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def is_finished(job: JobRecord) -> bool:
+    """True once the job has reached completed, failed or cancelled."""
+    return job.status_at(time.time()) in (JobStatus.COMPLETED, JobStatus.FAILED,
+                                          JobStatus.CANCELLED)

@@ -1,0 +1,1 @@
+"""The web dashboard (extra `bgrun[dashboard]`)."""

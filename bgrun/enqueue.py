@@ -1,0 +1,122 @@
+"""Queueing a job: validate, store, make sure a runner will pick it up."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bgrun import allowlist
+from bgrun.config import Config
+from bgrun.context import Context
+from bgrun.errors import BadParamsError, BgrunError
+from bgrun.params import encode_params
+from bgrun.resolve import find_callable
+from bgrun.settle import ensure_runner, settle_orphans
+from bgrun.store import NewJob
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a caller asks for; None means the allowlist's or BGRUN_*'s default."""
+
+    target: str
+    method: str
+    params: object = None
+    retries: int | None = None
+    delay: float = 0
+    priority: int | None = None
+    timeout: float | None = None
+    unique: str | None = None
+    check_import: bool = True
+
+
+def validate(config: Config, req: Request) -> NewJob:
+    """The job to store for `req`, or a RefusedError/ConfigError; nothing is stored here."""
+    rule = allowlist.load(config.allowlist).check(req.target, req.method)
+    params_json = encode_params(req.params, config.max_params_bytes, config.max_params_depth)
+    cwd = os.getcwd()
+    if req.check_import:
+        _check_signature(*find_callable(req.target, req.method, cwd), req.params)
+    retries = _first(req.retries, rule.retries, config.retries)
+    priority = _first(req.priority, rule.priority, 0)
+    timeout = req.timeout if req.timeout is not None else rule.timeout
+    _check_numbers(retries, priority, timeout, req.delay)
+    if req.unique is not None and (not req.unique or len(req.unique) > 200):
+        raise BadParamsError("unique key must be 1 to 200 characters")
+    return NewJob(
+        target=req.target, method=req.method, params_json=params_json, priority=priority,
+        retries=retries, timeout=timeout, run_at=time.time() + req.delay, cwd=cwd,
+        python=config.require_python(), env_json=json.dumps(dict(os.environ)),
+        allowlist=str(config.allowlist), unique_key=req.unique,
+    )
+
+
+def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
+    """Validate and store the job, then make sure a runner will run it.
+
+    Returns (job id, True if a new job was stored). A refusal is written to the error log
+    with `job=-` and raised; nothing is stored then.
+    """
+    try:
+        job = validate(ctx.config, req)
+    except BgrunError as exc:
+        ctx.log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
+                      status="rejected", error=f"{exc.kind}: {exc}")
+        raise
+    now = time.time()
+    job_id, created = ctx.store.insert(job, now)
+    if created:
+        ctx.log.event(job=job_id, target=job.target, method=job.method,
+                      status="scheduled" if job.run_at > now else "queued", attempt=0,
+                      priority=job.priority, retries=job.retries,
+                      run_at=None if job.run_at <= now else f"{job.run_at - now:.1f}s")
+    settle_orphans(ctx)
+    ensure_runner(ctx)
+    return job_id, created
+
+
+def _first(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
+
+
+def _check_numbers(retries: int, priority: int, timeout: float | None, delay: float) -> None:
+    for name, value in (("retries", retries), ("priority", priority)):
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 10**9:
+            raise BadParamsError(f"{name} must be a whole number, not {value!r}")
+    if retries < 0:
+        raise BadParamsError("retries must be 0 or more")
+    for name, number in (("timeout", timeout), ("delay", delay)):
+        if number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, int | float) or not (
+            0 <= number < 10**9
+        ):
+            raise BadParamsError(f"{name} must be a number of seconds, not {number!r}")
+    if timeout is not None and timeout <= 0:
+        raise BadParamsError("timeout must be more than 0 seconds")
+
+
+def _check_signature(func: Any, binds_self: bool, params: object) -> None:
+    """Refuse params the callable cannot take, now rather than at run time."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    if binds_self:
+        sig = sig.replace(parameters=list(sig.parameters.values())[1:])
+    try:
+        if isinstance(params, dict):
+            sig.bind(**params)
+        else:
+            sig.bind(*(params or []))  # type: ignore[misc]
+    except TypeError as exc:
+        raise BadParamsError(f"params do not fit {getattr(func, '__qualname__', '?')}: {exc}"
+                             ) from None
+
+
+def _loggable(name: object) -> str:
+    return name[:300] if isinstance(name, str) else repr(name)[:300]

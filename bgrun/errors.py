@@ -1,0 +1,104 @@
+"""The one exception tree of bgrun; each error knows its command-line exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes shared by every `bgrun` command (fixed by SPEC.md)."""
+
+    OK = 0
+    JOB_FAILED = 1  # run/wait: the job failed or was cancelled
+    USAGE = 2  # usage error or refused input
+    NO_SUCH_JOB = 3  # no such job, or an action its state does not allow
+    UNUSABLE = 4  # store, log folder, allowlist or a BGRUN_* setting unusable
+    WAIT_TIMEOUT = 124  # wait timed out
+
+
+class BgrunError(Exception):
+    """Base of every error bgrun raises on purpose; its message is one line for a user."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+    #: Type word written to the error log (`error=Type: message`).
+    kind = "BgrunError"
+
+    def __str__(self) -> str:
+        # One line, always: a message may quote user input.
+        return " ".join(super().__str__().split())
+
+
+class RefusedError(BgrunError):
+    """Raised when a request is refused before anything is stored."""
+
+    kind = "Refused"
+
+
+class NotAllowedError(RefusedError):
+    """Raised when a target or method is not in the allowlist, character for character."""
+
+    kind = "NotAllowed"
+
+
+class BadNameError(RefusedError):
+    """Raised when a target or method is not a well-formed dotted name."""
+
+    kind = "BadName"
+
+
+class TargetNotFoundError(RefusedError):
+    """Raised when an allow-listed class or module cannot be found."""
+
+    kind = "NotFound"
+
+
+class MethodNotFoundError(RefusedError):
+    """Raised when an allow-listed class or module has no such method or function."""
+
+    kind = "MethodNotFound"
+
+
+class BadParamsError(RefusedError):
+    """Raised when params are not strict JSON data within the size and depth limits."""
+
+    kind = "BadParams"
+
+
+class ConfigError(BgrunError):
+    """Raised when a BGRUN_* setting, the allowlist or the log folder is unusable."""
+
+    exit_code = ExitCode.UNUSABLE
+    kind = "ConfigError"
+
+
+class AllowlistError(ConfigError):
+    """Raised when the allowlist is missing or broken: nothing runs (fail closed)."""
+
+    kind = "AllowlistError"
+
+
+class StoreError(ConfigError):
+    """Raised when the job store cannot be opened, read or written."""
+
+    kind = "StoreError"
+
+
+class NoSuchJobError(BgrunError):
+    """Raised when no job has the given id."""
+
+    exit_code = ExitCode.NO_SUCH_JOB
+    kind = "NoSuchJob"
+
+
+class InvalidStateError(BgrunError):
+    """Raised when a job's state does not allow the action (retry a running job...)."""
+
+    exit_code = ExitCode.NO_SUCH_JOB
+    kind = "InvalidState"
+
+
+class WaitTimeoutError(BgrunError):
+    """Raised when waiting for a job took longer than the caller allowed."""
+
+    exit_code = ExitCode.WAIT_TIMEOUT
+    kind = "WaitTimeout"

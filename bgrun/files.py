@@ -1,0 +1,34 @@
+"""Private folders and files: job params and output can hold secrets (0700 / 0600 on POSIX)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bgrun.errors import ConfigError
+
+POSIX = os.name == "posix"
+
+
+def private_dir(path: Path) -> Path:
+    """Make `path` (and parents) exist; tighten it to 0700 where bgrun owns it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if POSIX and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"log folder {path} is unusable: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"log folder {path} is not writable")
+    return path
+
+
+def touch_private(path: Path) -> None:
+    """Create `path` as an empty 0600 file if it does not exist (its mode is then kept)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+
+
+def open_append(path: Path) -> int:
+    """A descriptor appending to `path`, created 0600 (the umask cannot widen it)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -1,0 +1,133 @@
+"""The two flat event logs: one logfmt line per event, written whole under a file lock.
+
+`background_jobs.log` gets every transition; `background_jobs_errors.log` gets every
+failure, timeout, refusal and crash with its traceback. Values are escaped so that no
+input can split a line or forge one (CWE-117).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from filelock import FileLock
+
+from bgrun.files import open_append
+
+EVENTS_LOG = "background_jobs.log"
+ERRORS_LOG = "background_jobs_errors.log"
+
+_PLAIN = re.compile(r"[^\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_ESCAPE = re.compile(r"[\\\"\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_UNESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in '\\"':
+        return "\\" + char
+    if char == "\n":
+        return "\\n"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def format_value(value: object) -> str:
+    """One logfmt value: bare where safe, else quoted with every control character escaped."""
+    text = "-" if value is None else str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    return '"' + _ESCAPE.sub(_escape_char, text) + '"'
+
+
+def format_line(fields: Mapping[str, object], now: datetime | None = None) -> str:
+    """A whole log line: a UTC timestamp, then `key=value` fields."""
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="microseconds")
+    return stamp + "".join(f" {key}={format_value(value)}" for key, value in fields.items())
+
+
+def parse_line(line: str) -> dict[str, str]:
+    """The fields of a line written by format_line (for `bgrun show` and the tests)."""
+    stamp, _, rest = line.rstrip("\n").partition(" ")
+    fields = {"time": stamp}
+    for key, raw in _FIELD.findall(rest):
+        fields[key] = _unquote(raw)
+    return fields
+
+
+def _unquote(raw: str) -> str:
+    if not raw.startswith('"'):
+        return raw
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code == "n":
+            return "\n"
+        if len(code) > 1:
+            return chr(int(code[1:], 16))
+        return code
+
+    return _UNESCAPE.sub(one, raw[1:-1])
+
+
+class EventLog:
+    """Appends events to the two logs in `log_dir`, rotating them by size."""
+
+    def __init__(self, log_dir: Path, max_bytes: int = 10 << 20, backups: int = 5) -> None:
+        self.log_dir = log_dir
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = FileLock(log_dir / ".logs.lock", mode=0o600)
+
+    def event(
+        self,
+        *,
+        job: object,
+        target: str,
+        method: str,
+        status: str,
+        attempt: int = 0,
+        **extra: object,
+    ) -> None:
+        """Write one event; one with an `error` goes to the error log too, with its traceback."""
+        traceback = extra.pop("traceback", None)
+        fields = {"job": job, "class": target, "method": method, "status": status,
+                  "attempt": attempt, **{k: v for k, v in extra.items() if v is not None}}
+        now = datetime.now(UTC)
+        with self._lock:
+            self._append(EVENTS_LOG, format_line(fields, now))
+            if fields.get("error") is not None:
+                if traceback:
+                    fields["traceback"] = traceback
+                self._append(ERRORS_LOG, format_line(fields, now))
+
+    def _append(self, name: str, line: str) -> None:
+        path = self.log_dir / name
+        data = (line + "\n").encode("utf-8", errors="backslashreplace")
+        if self.max_bytes:
+            self._rotate_if_full(path, len(data))
+        fd = open_append(path)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def _rotate_if_full(self, path: Path, incoming: int) -> None:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self.max_bytes:
+            return
+        if self.backups == 0:
+            os.truncate(path, 0)
+            return
+        for n in range(self.backups - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{n}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+        os.replace(path, path.with_name(f"{path.name}.1"))

@@ -1,0 +1,75 @@
+"""The one place that starts processes: detached runners and supervised job children.
+
+The platform difference lives here. A started process never inherits the caller's
+stdin/stdout/stderr (a caller capturing output would hang) nor its descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+WINDOWS = sys.platform == "win32"
+
+# Windows process-creation flags (winbase.h); spelled out so POSIX code type-checks.
+DETACHED_PROCESS = 0x00000008
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
+
+
+def detached_flags(breakaway: bool) -> int:
+    """Windows flags for a process that must outlive its starter (and its console)."""
+    flags = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+    return flags | CREATE_BREAKAWAY_FROM_JOB if breakaway else flags
+
+
+def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+    """Start `argv` in the background, detached from the caller, its terminal and session.
+
+    POSIX: a new session, and the started script forks at once and its first half exits,
+    so we reap it here and leave no zombie in a long-lived caller. Windows: detached and
+    outside the caller's job object where allowed (Task Scheduler and terminals kill their
+    job's processes otherwise), falling back without breakaway where the job forbids it.
+    """
+    common: dict[str, object] = {
+        "cwd": str(cwd),
+        "env": dict(env),
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "close_fds": True,
+    }
+    if WINDOWS:
+        try:
+            subprocess.Popen(list(argv), creationflags=detached_flags(True), **common)  # type: ignore[call-overload]
+        except OSError:
+            subprocess.Popen(list(argv), creationflags=detached_flags(False), **common)  # type: ignore[call-overload]
+        return
+    proc = subprocess.Popen([*argv, "--daemonize"], start_new_session=True, **common)  # type: ignore[call-overload]
+    proc.wait()
+
+
+def start_child(
+    argv: Sequence[str], *, cwd: str, env: Mapping[str, str], output_fd: int
+) -> subprocess.Popen[bytes]:
+    """Start one job attempt in its own process group, its output going to `output_fd`.
+
+    The child reads its job spec from the stdin pipe, then detaches stdin.
+    """
+    kwargs: dict[str, object] = {
+        "cwd": cwd,
+        "env": dict(env),
+        "stdin": subprocess.PIPE,
+        "stdout": output_fd,
+        "stderr": output_fd,
+        "close_fds": True,
+    }
+    if WINDOWS:
+        kwargs["creationflags"] = CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+    else:
+        kwargs["start_new_session"] = True
+    return subprocess.Popen(list(argv), **kwargs)  # type: ignore[call-overload, no-any-return]

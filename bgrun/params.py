@@ -1,0 +1,74 @@
+"""Job parameters: strict JSON data, checked and encoded once, when the job is queued."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from bgrun.errors import BadParamsError
+
+Params = list[Any] | dict[str, Any]
+
+
+def encode_params(params: object, max_bytes: int, max_depth: int) -> str:
+    """The params as compact JSON text, or BadParamsError saying what is wrong with them.
+
+    Only lists (positional arguments) and dicts with string keys (keyword arguments) of
+    strict JSON values pass: json.dumps alone would turn int keys into strings, write NaN
+    and follow any object with a default= hook.
+    """
+    if params is None:
+        params = []
+    if not isinstance(params, list | dict):
+        raise BadParamsError(
+            f"params must be a list (positional) or a dict (keyword), not {type(params).__name__}"
+        )
+    if isinstance(params, dict):
+        bad = next((k for k in params if not isinstance(k, str) or not k.isidentifier()), None)
+        if bad is not None or any(str(k).startswith("__") for k in params):
+            raise BadParamsError(f"keyword argument name {bad!r} is not an identifier")
+    _check(params, 0, max_depth)
+    text = json.dumps(params, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise BadParamsError(f"params are {size} bytes as JSON, more than the limit {max_bytes}")
+    return text
+
+
+def decode_params(text: str) -> Params:
+    """Params as stored: always valid, since only encode_params writes them."""
+    value: Params = json.loads(text)
+    return value
+
+
+def _check(value: object, depth: int, max_depth: int) -> None:
+    if depth > max_depth:
+        raise BadParamsError(f"params are nested deeper than the limit of {max_depth} levels")
+    if value is None or isinstance(value, bool | int | str):
+        if isinstance(value, str):
+            _check_text(value)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadParamsError(f"{value!r} is not a JSON number")
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check(item, depth + 1, max_depth)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise BadParamsError(f"object key {key!r} is not a string")
+            _check_text(key)
+            _check(item, depth + 1, max_depth)
+        return
+    raise BadParamsError(f"a {type(value).__name__} is not a JSON value")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadParamsError("params hold a string that is not valid Unicode") from None

@@ -1,0 +1,108 @@
+"""Job records as read from the store, and the status words users see."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+
+class JobStatus(str, Enum):
+    """A job's status as users see it (SPEC.md's status words)."""
+
+    SCHEDULED = "scheduled"  # waiting, and its start time (delay, back-off) is in the future
+    QUEUED = "queued"  # waiting, ready, for a free slot
+    RUNNING = "running"  # an attempt is under way
+    COMPLETED = "completed"  # the method returned
+    FAILED = "failed"  # no attempts left, or refused when it was about to run
+    CANCELLED = "cancelled"  # cancelled by a user; never retried
+
+    @property
+    def finished(self) -> bool:
+        """True for the three terminal states."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+#: What the store keeps: SCHEDULED and QUEUED are one stored state, told apart when read.
+WAITING = "waiting"
+STORED_STATES = (WAITING, "running", "completed", "failed", "cancelled")
+
+
+def iso(ts: float | None) -> str | None:
+    """A stored time (UTC epoch seconds) as ISO 8601 with its +00:00 offset."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One run of a job: when it started and ended, and how."""
+
+    number: int
+    started_at: float
+    finished_at: float | None
+    outcome: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored, minus its private environment."""
+
+    id: str
+    target: str
+    method: str
+    params_json: str
+    stored_status: str
+    priority: int
+    attempts: int
+    retries: int
+    timeout: float | None
+    unique_key: str | None
+    created_at: float
+    run_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    traceback: str | None
+    result_json: str | None
+    cwd: str
+    allowlist: str
+    cancel_requested: bool
+    runner_pid: int | None
+    child_pid: int | None
+    output: str
+
+    def status_at(self, now: float) -> JobStatus:
+        """The status word at time `now` (a waiting job whose time has come is queued)."""
+        if self.stored_status == WAITING:
+            return JobStatus.SCHEDULED if self.run_at > now else JobStatus.QUEUED
+        return JobStatus(self.stored_status)
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        """The job as `show --json` and the dashboard API give it."""
+        return {
+            "id": self.id,
+            "target": self.target,
+            "method": self.method,
+            "params": json.loads(self.params_json),
+            "status": self.status_at(now).value,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "unique": self.unique_key,
+            "created_at": iso(self.created_at),
+            "run_at": iso(self.run_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "error": self.error,
+            "traceback": self.traceback,
+            "result": None if self.result_json is None else json.loads(self.result_json),
+            "cwd": self.cwd,
+            "output": self.output,
+            "cancel_requested": self.cancel_requested,
+        }

@@ -1,0 +1,85 @@
+"""Checking that an allow-listed target and method exist, by importing the target.
+
+Only ever called after the allowlist has passed the names, character for character.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+from bgrun.errors import MethodNotFoundError, RefusedError, TargetNotFoundError
+
+
+class ImportFailedError(RefusedError):
+    """Raised when the target's module exists but fails to import."""
+
+    kind = "ImportFailed"
+
+
+@contextmanager
+def cwd_first(cwd: str) -> Iterator[None]:
+    """Put `cwd` first on sys.path for a moment, as the job child will have it."""
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(cwd)
+        except ValueError:
+            pass
+
+
+def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any], bool]:
+    """The callable `target.method`, and whether calling it on an instance binds `self`.
+
+    A class is not instantiated here: that would run user code at queueing time.
+    """
+    with cwd_first(cwd):
+        owner = _import_target(target)
+    func = getattr(owner, method, None)
+    kind = "class" if isinstance(owner, type) else "module"
+    if func is None or not callable(func):
+        raise MethodNotFoundError(f"{kind} {target} has no method or function {method!r}")
+    binds_self = isinstance(owner, type) and inspect.isfunction(
+        inspect.getattr_static(owner, method, None)
+    )
+    return func, binds_self
+
+
+def _import_target(target: str) -> ModuleType | type:
+    try:
+        return _import(target)
+    except ModuleNotFoundError as exc:
+        if exc.name != target or "." not in target:
+            raise _not_found(target, exc) from None
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        module = _import(module_name)
+    except ModuleNotFoundError as exc:
+        raise _not_found(target, exc) from None
+    owner = getattr(module, class_name, None)
+    if not isinstance(owner, type):
+        raise TargetNotFoundError(f"{target} is neither a module nor a class of {module_name}")
+    return owner
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise
+    except Exception as exc:
+        raise ImportFailedError(f"importing {name} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _not_found(target: str, exc: ModuleNotFoundError) -> RefusedError:
+    missing = exc.name or ""
+    if missing and (target == missing or target.startswith(missing + ".")):
+        return TargetNotFoundError(f"module {missing} not found (target {target})")
+    return ImportFailedError(f"importing {target} failed: module {missing} not found")

@@ -1,0 +1,178 @@
+"""The runner: claims ready jobs one at a time and supervises each attempt.
+
+One loop, in this order:
+- settle the jobs a dead runner left in our slot (once, at start);
+- claim the best ready job; if more are ready and a slot is free, start another runner;
+- run the attempt in its own child process, and record its verdict;
+- with nothing ready: count as idle (open the wake FIFO), look at the store once more,
+  then sleep until woken, until the next scheduled job, or one tick;
+- leave after `runner_idle` seconds with nothing to do: stop counting as idle, release
+  the slot, look at the store once more, and only then exit. While scheduled jobs wait,
+  one runner (the keeper) stays.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from types import FrameType
+
+from filelock import FileLock
+
+from bgrun.attempt import run_attempt
+from bgrun.config import Config
+from bgrun.context import Context
+from bgrun.errors import BgrunError
+from bgrun.records import JobRecord
+from bgrun.settle import record, settle_orphans, start_runner
+from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
+
+
+class Runner:
+    """One runner process, holding one slot for its life."""
+
+    def __init__(self, ctx: Context, slot: int, lock: FileLock, *, linger: bool = False,
+                 requeue_on_stop: bool = False) -> None:
+        self.ctx = ctx
+        self.slot = slot
+        self.lock = lock
+        self.linger = linger  # a foreground worker never leaves on idleness
+        self.requeue_on_stop = requeue_on_stop
+        self.waker = Waker(ctx.state)
+        self.keeper: FileLock | None = None
+        self.stopping = False
+        self.current: JobRecord | None = None
+
+    def serve(self) -> None:
+        """Run jobs until there is nothing left to do (or a stop signal)."""
+        settle_orphans(self.ctx, my_slot=self.slot)
+        idle_since = time.monotonic()
+        while not self.stopping:
+            job = self.ctx.store.claim(time.time(), self.slot, os.getpid())
+            if job is not None:
+                self.waker.busy()
+                self._spread()
+                if not self._run(job):
+                    break
+                idle_since = time.monotonic()
+                continue
+            self.waker.idle()
+            next_at = self.ctx.store.next_run_at()  # once more, now that callers can wake us
+            now = time.time()
+            if next_at is not None and next_at <= now:
+                continue
+            if self._may_leave(next_at, idle_since) and self._leave():
+                return
+            wait = self.ctx.config.tick if next_at is None else next_at - now
+            self.waker.sleep(min(wait, self.ctx.config.tick))
+        self.waker.busy()
+
+    def _may_leave(self, next_at: float | None, idle_since: float) -> bool:
+        if self.linger or time.monotonic() - idle_since < self.ctx.config.runner_idle:
+            return False
+        if next_at is None:
+            return True
+        # Only scheduled jobs wait: one runner, the keeper, stays for them.
+        if self.keeper is None:
+            keeper = FileLock(self.ctx.state / "keeper.lock", mode=0o600, thread_local=False)
+            if try_acquire(keeper):
+                self.keeper = keeper
+        return self.keeper is None
+
+    def _leave(self) -> bool:
+        """Give up the slot; True to exit, False if a last look found work (slot retaken)."""
+        self.waker.busy()
+        if self.keeper is not None:
+            self.keeper.release()
+            self.keeper = None
+        self.lock.release()
+        next_at = self.ctx.store.next_run_at()
+        if next_at is None or next_at > time.time():
+            return True
+        taken = take_free_slot(self.ctx.state, self.ctx.config.concurrency)
+        if taken is None:
+            return True  # every slot has a runner, and they will claim it
+        self.slot, self.lock = taken
+        return False
+
+    def _spread(self) -> None:
+        """Start another runner while more jobs are ready and a slot is free (bursts)."""
+        next_at = self.ctx.store.next_run_at()
+        if next_at is not None and next_at <= time.time() and any_slot_free(
+            self.ctx.state, self.ctx.config.concurrency
+        ):
+            start_runner(self.ctx)
+
+    def _run(self, job: JobRecord) -> bool:
+        """Run one claimed attempt and record it; False when the runner must stop."""
+        ctx = self.ctx
+        ctx.log.event(job=job.id, target=job.target, method=job.method, status="running",
+                      attempt=job.attempts, pid=os.getpid())
+        self.current = job
+        try:
+            verdict = run_attempt(ctx.config, ctx.store, job)
+        finally:
+            self.current = None
+        if verdict.outcome == "handback" or (self.stopping and self.requeue_on_stop
+                                             and verdict.outcome == "failed"):
+            if ctx.store.hand_back(job.id, job.attempts):
+                ctx.log.event(job=job.id, target=job.target, method=job.method,
+                              status="queued", attempt=job.attempts - 1,
+                              error=verdict.error if verdict.outcome == "handback" else None,
+                              note="handed back")
+            return False
+        record(ctx, job, verdict)
+        return True
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """Signal handler: finish (or, with requeue, end and hand back) the job, then exit."""
+        self.stopping = True
+        job = self.current
+        if job is not None and self.requeue_on_stop:
+            child = self.ctx.store.child_of(job.id)
+            if child is not None:
+                try:
+                    os.killpg(child[0], signal.SIGTERM) if sys.platform != "win32" else None
+                except OSError:
+                    pass
+
+
+def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False) -> bool:
+    """Take a free slot and run jobs; False if every slot already has a runner."""
+    ctx = Context.open(config, synchronous="NORMAL")
+    taken = take_free_slot(ctx.state, config.concurrency)
+    if taken is None:
+        return False
+    runner = Runner(ctx, *taken, linger=linger, requeue_on_stop=requeue_on_stop)
+    signal.signal(signal.SIGTERM, runner.stop)
+    if linger:
+        signal.signal(signal.SIGINT, runner.stop)
+    try:
+        runner.serve()
+    finally:
+        if runner.lock.is_locked:
+            runner.lock.release()
+    return True
+
+
+def main(argv: list[str]) -> None:
+    """Entry of a detached runner: serve, and log (never print) anything unexpected."""
+    config = Config.load()
+    try:
+        serve(config)
+    except BgrunError as exc:
+        _log_crash(config, f"{exc.kind}: {exc}", None)
+    except Exception as exc:
+        _log_crash(config, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def _log_crash(config: Config, error: str, tb: str | None) -> None:
+    try:
+        ctx = Context.open(config)
+        ctx.log.event(job="-", target="-", method="-", status="runner-error", error=error,
+                      traceback=tb, pid=os.getpid())
+    except BgrunError:
+        pass  # nowhere left to write: the next caller reports the same problem itself

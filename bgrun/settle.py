@@ -1,0 +1,112 @@
+"""Noticing dead runners, settling their jobs, and making sure runners are alive.
+
+A running job's runner is alive exactly while its slot lock is held (see slots.py); any
+bgrun process can take a dead runner's slot lock for a moment and settle its jobs.
+Settling is a conditional write, so two processes settling at once record one verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bgrun.attempt import Verdict, _read_verdict, marker
+from bgrun.context import RUNNER_SCRIPT, Context, runner_python
+from bgrun.launcher import start_detached
+from bgrun.policy import compute_backoff, may_retry
+from bgrun.proctree import kill_tree
+from bgrun.records import JobRecord
+from bgrun.slots import any_slot_free, poke, slot_if_dead
+
+
+def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
+    """Settle every running job whose runner is dead; return how many were settled.
+
+    `my_slot`: the caller is the runner holding that slot, so the slot's running jobs
+    that are not its own were left by the dead runner before it.
+    """
+    by_slot: dict[int, list[tuple[str, int, int]]] = {}
+    for job_id, attempt, slot, pid in ctx.store.running():
+        by_slot.setdefault(slot, []).append((job_id, attempt, pid))
+    settled = 0
+    for slot, jobs in by_slot.items():
+        if slot == my_slot:
+            settled += sum(settle_lost(ctx, j, a) for j, a, pid in jobs if pid != os.getpid())
+            continue
+        with slot_if_dead(ctx.state, slot) as dead:
+            if dead:
+                settled += sum(settle_lost(ctx, job_id, a) for job_id, a, _ in jobs)
+    return settled
+
+
+def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
+    """Record the verdict of an attempt whose runner died; end its orphaned tree first."""
+    job = ctx.store.get(job_id)
+    if job.stored_status != "running" or job.attempts != attempt:
+        return False
+    child = ctx.store.child_of(job_id)
+    if child is not None:
+        kill_tree(child[0], child[1], marker(job, job.runner_pid or 0))
+    result_path = ctx.config.log_dir / "jobs" / f"{job_id}.result"
+    verdict = _read_verdict(-9, result_path, ctx.config.max_result_bytes)
+    if verdict.outcome != "completed":
+        verdict = Verdict("failed", f"RunnerLost: the runner (pid {job.runner_pid}) died"
+                          " while the job ran")
+    return record(ctx, job, verdict) is not None
+
+
+def record(ctx: Context, job: JobRecord, verdict: Verdict) -> str | None:
+    """Store the verdict of attempt `job.attempts`, scheduling a retry where one is left;
+    write the event. Returns the state stored, or None if the attempt was settled already."""
+    now = time.time()
+    config = ctx.config
+    retry_at = None
+    if verdict.outcome == "failed" and verdict.retryable and may_retry(job.attempts, job.retries):
+        retry_at = now + compute_backoff(job.attempts, config.backoff_base, config.backoff_max)
+    state = ctx.store.finish(
+        job.id, job.attempts, now, outcome=verdict.outcome, error=verdict.error,
+        traceback=verdict.traceback, result_json=verdict.result_json, retry_at=retry_at,
+    )
+    if state is None:
+        return None
+    status = "retrying" if state == "waiting" else state
+    ctx.log.event(
+        job=job.id, target=job.target, method=job.method, status=status, attempt=job.attempts,
+        error=verdict.error if state != "completed" else None, traceback=verdict.traceback,
+        retry_in=None if retry_at is None else f"{retry_at - now:.1f}s",
+    )
+    return state
+
+
+def ensure_runner(ctx: Context) -> None:
+    """Make sure a runner will look at the store: wake an idle one, or start one.
+
+    Callers commit before they call this, and an idle runner looks at the store once more
+    after it starts counting itself idle, so no job is left without a runner.
+    """
+    if poke(ctx.state):
+        return
+    if any_slot_free(ctx.state, ctx.config.concurrency):
+        start_runner(ctx)
+
+
+def start_runner(ctx: Context) -> None:
+    """Start a detached runner for this store (it exits at once if every slot is taken)."""
+    config = ctx.config
+    env = dict(os.environ)
+    env.update(config.as_environ())
+    start_detached([runner_python(config), RUNNER_SCRIPT], cwd=Path(config.store.parent),
+                   env=env)
+
+
+def recover(ctx: Context) -> tuple[int, int]:
+    """Settle orphaned jobs and make sure runners serve every waiting job.
+
+    Returns (jobs settled, jobs waiting). Idempotent, and quick when nothing is to do.
+    """
+    settled = settle_orphans(ctx)
+    waiting = sum(n for s, n in ctx.store.counts().items() if s in ("queued", "scheduled"))
+    if waiting:
+        ensure_runner(ctx)
+    return settled, waiting

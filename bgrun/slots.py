@@ -1,0 +1,142 @@
+"""Runner slots and wake-ups, in the store's state folder.
+
+A runner holds one slot lock for its whole life; the OS releases it when the holder
+dies, so trying a slot's lock is how anyone tells whether its runner is alive (no clocks,
+no heartbeats that a stepped system clock could fool). The keeper lock marks the one
+runner that stays alive while only scheduled (future) jobs wait.
+
+An idle runner keeps the wake FIFO open; a caller that has just committed a job writes a
+byte into it. Opening it fails (ENXIO) when no runner is idle, which is how a caller
+knows it must start one. Windows has no FIFOs: there idle runners poll every tick.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from bgrun.files import private_dir
+
+WINDOWS = sys.platform == "win32"
+
+
+def state_dir(store: Path) -> Path:
+    """The folder of lock files and the wake FIFO that belong to the store `store`."""
+    return private_dir(store.with_name(store.name + ".d"))
+
+
+def slot_lock(state: Path, slot: int) -> FileLock:
+    """The lock of runner slot `slot` (not yet acquired)."""
+    return FileLock(state / f"slot-{slot}.lock", mode=0o600, thread_local=False)
+
+
+def try_acquire(lock: FileLock) -> bool:
+    """Take `lock` if nobody holds it, without waiting."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    return True
+
+
+def take_free_slot(state: Path, concurrency: int) -> tuple[int, FileLock] | None:
+    """Acquire the lowest free slot, or None when `concurrency` runners are alive."""
+    for slot in range(concurrency):
+        lock = slot_lock(state, slot)
+        if try_acquire(lock):
+            return slot, lock
+    return None
+
+
+def any_slot_free(state: Path, concurrency: int) -> bool:
+    """True if a runner could start now (a slot nobody holds)."""
+    taken = take_free_slot(state, concurrency)
+    if taken is None:
+        return False
+    taken[1].release()
+    return True
+
+
+@contextmanager
+def slot_if_dead(state: Path, slot: int) -> Iterator[bool]:
+    """Hold slot `slot` for a moment if its runner is dead; yields whether it was."""
+    lock = slot_lock(state, slot)
+    dead = try_acquire(lock)
+    try:
+        yield dead
+    finally:
+        if dead:
+            lock.release()
+
+
+class Waker:
+    """The runner's side of the wake FIFO: open while idle, closed while busy."""
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / "wake.fifo"
+        self._fd: int | None = None
+
+    def idle(self) -> None:
+        """Start accepting wake-ups (callers now count this runner as idle)."""
+        if WINDOWS or self._fd is not None:
+            return
+        _make_fifo(self.path)
+        # O_RDWR: a reader that is also a writer never sees end-of-file (no busy loop).
+        self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+
+    def busy(self) -> None:
+        """Stop accepting wake-ups: callers no longer count on this runner being idle."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to `seconds`, or less if a caller writes a wake-up."""
+        if self._fd is None:
+            select.select([], [], [], max(seconds, 0.0)) if not WINDOWS else _sleep(seconds)
+            return
+        ready, _, _ = select.select([self._fd], [], [], max(seconds, 0.0))
+        if ready:
+            try:
+                os.read(self._fd, 4096)
+            except BlockingIOError:
+                pass
+
+
+def poke(state: Path) -> bool:
+    """Wake an idle runner of this store; False when none is idle (or on Windows)."""
+    if WINDOWS:
+        return False
+    try:
+        fd = os.open(state / "wake.fifo", os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENOENT):
+            return False
+        raise
+    try:
+        os.write(fd, b"!")
+    except BlockingIOError:
+        pass  # the FIFO is full of wake-ups already
+    finally:
+        os.close(fd)
+    return True
+
+
+def _make_fifo(path: Path) -> None:
+    try:
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+
+
+def _sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(max(seconds, 0.0))

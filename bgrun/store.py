@@ -1,0 +1,398 @@
+"""The durable job store: one SQLite file in WAL mode, the only state bgrun shares.
+
+Every write is one short `BEGIN IMMEDIATE` transaction: a deferred read-then-write
+transaction meets SQLITE_BUSY under contention whatever busy_timeout says. Callers that
+queue jobs use synchronous=FULL (a returned job id survives power loss); runners may use
+NORMAL, which can lose their last transitions on power loss (the job then runs again,
+at-least-once) but never on a process crash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgrun.errors import InvalidStateError, NoSuchJobError, StoreError
+from bgrun.files import touch_private
+from bgrun.records import WAITING, AttemptRecord, JobRecord
+from bgrun.schema import migrate
+
+_COLUMNS = (
+    "id, target, method, params, status, priority, attempts, retries, timeout, unique_key,"
+    " created_at, run_at, started_at, finished_at, error, traceback, result, cwd, allowlist,"
+    " cancel_requested, runner_pid, child_pid"
+)
+_ACTIVE = ("waiting", "running")
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """Everything needed to store a job that passed validation."""
+
+    target: str
+    method: str
+    params_json: str
+    priority: int
+    retries: int
+    timeout: float | None
+    run_at: float
+    cwd: str
+    python: str
+    env_json: str
+    allowlist: str
+    unique_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """The private part of a claimed job a runner needs to start its attempt."""
+
+    python: str
+    env_json: str
+
+
+class Store:
+    """The jobs table and its transitions; every method is one atomic transaction."""
+
+    def __init__(self, path: Path, output_dir: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.output_dir = output_dir
+        self._lock = threading.Lock()
+        try:
+            touch_private(path)
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(
+                    f"store {path}: SQLite cannot use WAL there (a network file system?):"
+                    " put BGRUN_STORE on a local disk"
+                )
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            migrate(self._db, path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {path} is unusable ({exc}); it was left as it is") from None
+        except OSError as exc:
+            raise StoreError(f"store {path} cannot be opened: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: {exc}") from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"store {self.path}: {exc}") from None
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: {exc}") from None
+
+    # -- queueing ---------------------------------------------------------------------
+
+    def insert(self, job: NewJob, now: float) -> tuple[str, bool]:
+        """Store `job`; return (id, True), or (id of the live job with its unique key, False)."""
+        with self._write() as db:
+            if job.unique_key is not None:
+                row = db.execute(
+                    "SELECT id FROM jobs WHERE unique_key = ? AND status IN (?, ?)",
+                    (job.unique_key, *_ACTIVE),
+                ).fetchone()
+                if row is not None:
+                    return str(row[0]), False
+            cur = db.execute(
+                "INSERT INTO jobs (target, method, params, status, priority, attempts, retries,"
+                " timeout, unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist)"
+                " VALUES (?, ?, ?, 'waiting', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.target, job.method, job.params_json, job.priority, job.retries,
+                 job.timeout, job.unique_key, now, job.run_at, job.run_at, job.cwd,
+                 job.python, job.env_json, job.allowlist),
+            )
+            return str(cur.lastrowid), True
+
+    # -- the runner's side ------------------------------------------------------------
+
+    def claim(self, now: float, slot: int, runner_pid: int) -> JobRecord | None:
+        """Mark the best ready job running (priority desc, then readiness) and count the attempt."""
+        with self._write() as db:
+            row = db.execute(
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                f" runner_slot = ?, runner_pid = ?, child_pid = NULL, child_started = NULL"
+                f" WHERE id = (SELECT id FROM jobs WHERE status = 'waiting' AND ready_at <= ?"
+                f" ORDER BY priority DESC, ready_at, id LIMIT 1) RETURNING {_COLUMNS}",
+                (now, slot, runner_pid, now),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "INSERT INTO attempts (job_id, number, started_at) VALUES (?, ?, ?)",
+                (row[0], row[6], now),
+            )
+            return self._record(row)
+
+    def launch_spec(self, job_id: str) -> LaunchSpec:
+        """The interpreter and environment the job was queued with (private: never shown)."""
+        rows = self._read("SELECT python, env FROM jobs WHERE id = ?", (int(job_id),))
+        if not rows:
+            raise NoSuchJobError(f"no job {job_id}")
+        return LaunchSpec(rows[0][0], rows[0][1])
+
+    def set_child(self, job_id: str, pid: int, started: float) -> None:
+        """Record the attempt's process (pid and start time, against pid reuse)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET child_pid = ?, child_started = ? WHERE id = ?",
+                (pid, started, int(job_id)),
+            )
+
+    def child_of(self, job_id: str) -> tuple[int, float] | None:
+        """The running attempt's (pid, start time), if it has one."""
+        rows = self._read(
+            "SELECT child_pid, child_started FROM jobs WHERE id = ? AND status = 'running'",
+            (int(job_id),),
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), float(rows[0][1])
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        now: float,
+        *,
+        outcome: str,
+        error: str | None = None,
+        traceback: str | None = None,
+        result_json: str | None = None,
+        retry_at: float | None = None,
+    ) -> str | None:
+        """Settle attempt `attempt` of a running job; return the stored state it ends in.
+
+        `outcome` is completed, failed or cancelled; a failure with `retry_at` goes back to
+        waiting. A job cancelled while it ran ends cancelled unless it completed. Returns
+        None when the attempt was already settled by someone else (exactly one verdict).
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT cancel_requested FROM jobs WHERE id = ? AND status = 'running'"
+                " AND attempts = ?",
+                (int(job_id), attempt),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] and outcome != "completed":
+                outcome, retry_at = "cancelled", None
+            state = WAITING if outcome == "failed" and retry_at is not None else outcome
+            db.execute(
+                "UPDATE jobs SET status = ?, error = ?, traceback = ?, result = ?,"
+                " finished_at = ?, ready_at = COALESCE(?, ready_at), run_at = COALESCE(?, run_at),"
+                " child_pid = NULL, runner_pid = NULL, runner_slot = NULL WHERE id = ?",
+                (state, error, traceback, result_json, None if state == WAITING else now,
+                 retry_at, retry_at, int(job_id)),
+            )
+            db.execute(
+                "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
+                " WHERE job_id = ? AND number = ?",
+                (now, "retrying" if state == WAITING else outcome, error, int(job_id), attempt),
+            )
+            return state
+
+    def hand_back(self, job_id: str, attempt: int) -> bool:
+        """Return a claimed job to waiting, its attempt uncounted (the allowlist broke, or
+        a worker stopping with --requeue). False if it was settled meanwhile."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = 'waiting', attempts = attempts - 1, started_at = NULL,"
+                " child_pid = NULL, runner_pid = NULL, runner_slot = NULL"
+                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                (int(job_id), attempt),
+            )
+            if cur.rowcount:
+                db.execute("DELETE FROM attempts WHERE job_id = ? AND number = ?",
+                           (int(job_id), attempt))
+            return bool(cur.rowcount)
+
+    def next_run_at(self) -> float | None:
+        """When the earliest waiting job becomes ready (None when nothing waits)."""
+        rows = self._read("SELECT MIN(ready_at) FROM jobs WHERE status = 'waiting'")
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    def running(self) -> list[tuple[str, int, int, int]]:
+        """(id, attempt, runner slot, runner pid) of every running job, to find dead runners."""
+        rows = self._read(
+            "SELECT id, attempts, runner_slot, runner_pid FROM jobs WHERE status = 'running'"
+        )
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    # -- users' side ------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        """One job, or NoSuchJobError."""
+        key = _job_key(job_id)
+        rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (key,))
+        if not rows:
+            raise NoSuchJobError(f"no job {job_id}")
+        return self._record(rows[0])
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        now: float | None = None,
+    ) -> list[JobRecord]:
+        """Jobs newest first, filtered by status word and target, paged by `before` id."""
+        now = time.time() if now is None else now
+        where, args = _status_filter(status, now)
+        if target:
+            where.append("target = ?")
+            args.append(target)
+        if before is not None:
+            where.append("id < ?")
+            args.append(_job_key(before))
+        sql = f"SELECT {_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit > 0:
+            sql += f" LIMIT {int(limit)}"
+        return [self._record(r) for r in self._read(sql, tuple(args))]
+
+    def counts(self, now: float | None = None) -> dict[str, int]:
+        """How many jobs are in each status word."""
+        now = time.time() if now is None else now
+        rows = self._read(
+            "SELECT CASE WHEN status = 'waiting' THEN"
+            " (CASE WHEN ready_at > ? THEN 'scheduled' ELSE 'queued' END) ELSE status END,"
+            " COUNT(*) FROM jobs GROUP BY 1",
+            (now,),
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def attempts_of(self, job_id: str) -> list[AttemptRecord]:
+        """Every recorded attempt of the job, oldest first."""
+        rows = self._read(
+            "SELECT number, started_at, finished_at, outcome, error FROM attempts"
+            " WHERE job_id = ? ORDER BY rowid",
+            (_job_key(job_id),),
+        )
+        return [AttemptRecord(*r) for r in rows]
+
+    def cancel(self, job_id: str, now: float) -> JobRecord:
+        """Cancel a waiting job at once, or flag a running one for its runner to end."""
+        key = _job_key(job_id)
+        with self._write() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (key,)).fetchone()
+            if row is None:
+                raise NoSuchJobError(f"no job {job_id}")
+            if row[0] == WAITING:
+                db.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = ?, cancel_requested = 1,"
+                    " error = 'Cancelled: cancelled before it ran' WHERE id = ?",
+                    (now, key),
+                )
+            elif row[0] == "running":
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (key,))
+            else:
+                raise InvalidStateError(f"job {job_id} is {row[0]}: nothing to cancel")
+        return self.get(job_id)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """True once someone asked to cancel the job."""
+        rows = self._read("SELECT cancel_requested FROM jobs WHERE id = ?", (_job_key(job_id),))
+        return bool(rows and rows[0][0])
+
+    def retry(self, job_id: str, now: float) -> JobRecord:
+        """Queue a failed or cancelled job again, under the same id, attempts from 0."""
+        key = _job_key(job_id)
+        with self._write() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (key,)).fetchone()
+            if row is None:
+                raise NoSuchJobError(f"no job {job_id}")
+            if row[0] not in ("failed", "cancelled"):
+                raise InvalidStateError(f"job {job_id} is {row[0]}: only failed or cancelled"
+                                        " jobs can be retried")
+            db.execute(
+                "UPDATE jobs SET status = 'waiting', attempts = 0, ready_at = ?, run_at = ?,"
+                " started_at = NULL, finished_at = NULL, error = NULL, traceback = NULL,"
+                " result = NULL, cancel_requested = 0 WHERE id = ?",
+                (now, now, key),
+            )
+        return self.get(job_id)
+
+    def delete(self, job_ids: list[str]) -> list[str]:
+        """Delete finished jobs among `job_ids`; return the ids deleted."""
+        keys = [_job_key(j) for j in job_ids]
+        deleted: list[str] = []
+        with self._write() as db:
+            for key in keys:
+                cur = db.execute(
+                    "DELETE FROM jobs WHERE id = ? AND status IN ('completed','failed','cancelled')",
+                    (key,),
+                )
+                if cur.rowcount:
+                    db.execute("DELETE FROM attempts WHERE job_id = ?", (key,))
+                    deleted.append(str(key))
+        return deleted
+
+    def finished_before(self, cutoff: float) -> list[str]:
+        """Ids of jobs that finished before `cutoff`."""
+        rows = self._read(
+            "SELECT id FROM jobs WHERE status IN ('completed','failed','cancelled')"
+            " AND finished_at < ?",
+            (cutoff,),
+        )
+        return [str(r[0]) for r in rows]
+
+    def _record(self, row: tuple[object, ...] | sqlite3.Row) -> JobRecord:
+        values = list(row)
+        job_id = str(values[0])
+        values[0] = job_id
+        values[19] = bool(values[19])
+        return JobRecord(*values, output=str(self.output_dir / f"{job_id}.log"))  # type: ignore[arg-type]
+
+
+def _job_key(job_id: str) -> int:
+    try:
+        key = int(job_id)
+    except (TypeError, ValueError):
+        raise NoSuchJobError(f"no job {str(job_id)[:40]!r}: job ids are whole numbers") from None
+    if key <= 0 or key >= 2**63:
+        raise NoSuchJobError(f"no job {job_id}")
+    return key
+
+
+def _status_filter(status: str | None, now: float) -> tuple[list[str], list[object]]:
+    if status is None:
+        return [], []
+    if status == "queued":
+        return ["status = 'waiting'", "ready_at <= ?"], [now]
+    if status == "scheduled":
+        return ["status = 'waiting'", "ready_at > ?"], [now]
+    return ["status = ?"], [status]
