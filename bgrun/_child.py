@@ -10,6 +10,10 @@ In fork mode the runner calls `run()` directly in a forked process instead.
 import marshal
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing is not imported at run time: the child stays lean
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -18,7 +22,7 @@ EXIT_ALLOWLIST_BROKEN = 4  # the allowlist is missing or broken: hand the job ba
 
 
 def main() -> None:
-    spec = marshal.loads(sys.stdin.buffer.read())
+    spec = marshal.loads(sys.stdin.buffer.read())  # noqa: S302 - from our own runner
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code gets no stdin
     os.close(devnull)
@@ -29,7 +33,8 @@ def main() -> None:
 def run(spec: dict) -> None:  # type: ignore[type-arg]
     """Run the attempt described by `spec` and exit with its verdict."""
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     verdict = _check_allowlist(spec)
     if verdict is not None:
         _finish(spec, verdict[0], ("refused", verdict[1]))
@@ -38,13 +43,15 @@ def run(spec: dict) -> None:  # type: ignore[type-arg]
         result = func(*spec["args"], **spec["kwargs"])
         if hasattr(result, "__await__"):
             result = _await(result)
-    except BaseException as exc:  # noqa: BLE001 - every failure is the job's verdict
+    except BaseException as exc:
         import traceback
 
-        text = "".join(traceback.format_exception(exc))
+        # Drop our own frame: the traceback starts in the job's code.
+        tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
         sys.stderr.write(text)
         _finish(spec, EXIT_ERROR, ("error", f"{type(exc).__name__}: {exc}", text))
-    _finish(spec, EXIT_OK, ("ok",) + _portable(result, spec["max_result"]))
+    _finish(spec, EXIT_OK, ("ok", *_portable(result, spec["max_result"])))
 
 
 def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[type-arg]
@@ -100,10 +107,10 @@ def _resolve(target: str, method: str):  # type: ignore[no-untyped-def]
     return getattr(cls(), method)
 
 
-def _await(awaitable):  # type: ignore[no-untyped-def]
+def _await(awaitable: "Any") -> "Any":
     import asyncio
 
-    async def wait():  # type: ignore[no-untyped-def]
+    async def wait() -> "Any":
         return await awaitable
 
     return asyncio.run(wait())

@@ -10,7 +10,7 @@ import sys
 if __name__ == "__main__":
     if "--daemonize" in sys.argv:
         sys.argv.remove("--daemonize")
-        if os.name == "posix" and os.fork() != 0:
+        if sys.platform != "win32" and os.fork() != 0:
             os._exit(0)
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     from bgrun.runner import main

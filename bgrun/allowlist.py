@@ -18,7 +18,9 @@ MAX_NAME = 255
 _PART = r"[A-Za-z_][A-Za-z0-9_]*"
 _TARGET = re.compile(rf"{_PART}(?:\.{_PART})*")
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_RULE_KEYS = {"methods": list, "retries": int, "timeout": (int, float), "priority": int}
+_RULE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "methods": list, "retries": int, "timeout": (int, float), "priority": int,
+}
 
 #: (st_mtime_ns, st_size, st_ino) of a file: equal signatures mean an unchanged file.
 Signature = tuple[int, int, int]

@@ -14,6 +14,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,12 @@ def marker(job: JobRecord, runner_pid: int) -> str:
     return f"BGRUN_JOB_TAG={job.id}.{job.attempts}.{runner_pid}"
 
 
-def run_attempt(config: Config, store: Store, job: JobRecord) -> Verdict:
-    """Run the claimed attempt `job.attempts` of `job` to its end."""
+def run_attempt(config: Config, store: Store, job: JobRecord,
+                on_start: Callable[[int, float], None] | None = None) -> Verdict:
+    """Run the claimed attempt `job.attempts` of `job` to its end.
+
+    `on_start(pid, start_time)` is told the child's process as soon as it exists.
+    """
     try:
         rule_file = allowlist.load(Path(job.allowlist))
         rule_file.check(job.target, job.method)
@@ -79,6 +84,8 @@ def run_attempt(config: Config, store: Store, job: JobRecord) -> Verdict:
         pass  # the child died at once: its exit status tells
     started = process_start(proc.pid)
     store.set_child(job.id, proc.pid, started)
+    if on_start is not None:
+        on_start(proc.pid, started)
     ended = _supervise(config, store, job, proc, started)
     return ended or _read_verdict(proc.returncode, result_path, config.max_result_bytes)
 
@@ -154,7 +161,7 @@ class _ExitWaiter:
 
 def _read_verdict(returncode: int, result_path: Path, limit: int) -> Verdict:
     try:
-        data = marshal.loads(result_path.read_bytes())
+        data = marshal.loads(result_path.read_bytes())  # noqa: S302 - plain data, our child
     except (OSError, EOFError, ValueError, TypeError):
         data = None
     finally:

@@ -8,7 +8,9 @@ from pathlib import Path
 from bgrun.context import Context
 from bgrun.errors import InvalidStateError, WaitTimeoutError
 from bgrun.records import JobRecord, JobStatus
-from bgrun.settle import ensure_runner, settle_orphans
+from bgrun.settle import ensure_runner, recover, settle_orphans
+
+__all__ = ["recover", "settle_orphans"]
 
 SETTLE_EVERY = 2.0  # seconds between looks for dead runners while waiting
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from bgrun.errors import ConfigError
-
-POSIX = os.name == "posix"
 
 
 def private_dir(path: Path) -> Path:
     """Make `path` (and parents) exist; tighten it to 0700 where bgrun owns it."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if POSIX and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
-            path.chmod(0o700)
+        if sys.platform != "win32":
+            st = path.stat()
+            if st.st_uid == os.getuid() and st.st_mode & 0o077:
+                path.chmod(0o700)
     except OSError as exc:
         raise ConfigError(f"log folder {path} is unusable: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):

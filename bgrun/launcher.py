@@ -6,7 +6,6 @@ stdin/stdout/stderr (a caller capturing output would hang) nor its descriptors.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence

@@ -45,26 +45,28 @@ def decode_params(text: str) -> Params:
 def _check(value: object, depth: int, max_depth: int) -> None:
     if depth > max_depth:
         raise BadParamsError(f"params are nested deeper than the limit of {max_depth} levels")
-    if value is None or isinstance(value, bool | int | str):
-        if isinstance(value, str):
-            _check_text(value)
+    if value is None or isinstance(value, bool | int):
         return
-    if isinstance(value, float):
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise BadParamsError(f"{value!r} is not a JSON number")
-        return
-    if isinstance(value, list):
+    elif isinstance(value, list):
         for item in value:
             _check(item, depth + 1, max_depth)
-        return
-    if isinstance(value, dict):
+    elif isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise BadParamsError(f"object key {key!r} is not a string")
-            _check_text(key)
+            _check_key(key)
             _check(item, depth + 1, max_depth)
-        return
-    raise BadParamsError(f"a {type(value).__name__} is not a JSON value")
+    else:
+        raise BadParamsError(f"a {type(value).__name__} is not a JSON value")
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise BadParamsError(f"object key {key!r} is not a string")
+    _check_text(key)
 
 
 def _check_text(text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -36,10 +37,8 @@ def tree_of(root: psutil.Process, marker: str | None = None) -> list[psutil.Proc
     The marker finds grandchildren that escaped the tree by daemonizing.
     """
     procs = [root]
-    try:
+    with contextlib.suppress(psutil.Error):
         procs.extend(root.children(recursive=True))
-    except psutil.Error:
-        pass
     if marker and not WINDOWS:
         procs.extend(p for p in _marked(marker) if p.pid not in {q.pid for q in procs})
     return procs
@@ -68,7 +67,7 @@ def terminate_tree(pid: int, started: float, grace: float, marker: str | None = 
     if root is None:
         return
     procs = tree_of(root, marker)
-    if WINDOWS:
+    if sys.platform == "win32":
         _kill_all(procs)
         return
     _signal_group(pid, signal.SIGTERM)
@@ -89,29 +88,25 @@ def kill_tree(pid: int, started: float, marker: str | None = None) -> None:
             _kill_all(_marked(marker))
         return
     procs = tree_of(root, marker)
-    if not WINDOWS:
+    if sys.platform != "win32":
         _signal_group(pid, signal.SIGKILL)
     _kill_all(procs)
     psutil.wait_procs(procs, timeout=1.0)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    if sys.platform == "win32":
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _send(proc: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):
         proc.send_signal(sig)
-    except psutil.Error:
-        pass
 
 
 def _kill_all(procs: list[psutil.Process]) -> None:
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass

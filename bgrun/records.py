@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """A job's status as users see it (SPEC.md's status words)."""
 
     SCHEDULED = "scheduled"  # waiting, and its start time (delay, back-off) is in the future

@@ -9,7 +9,7 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import ModuleType
 from typing import Any
 
@@ -29,10 +29,8 @@ def cwd_first(cwd: str) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
+        with suppress(ValueError):
             sys.path.remove(cwd)
-        except ValueError:
-            pass
 
 
 def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any], bool]:

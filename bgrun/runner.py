@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import traceback
 from types import FrameType
@@ -26,6 +25,7 @@ from bgrun.attempt import run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BgrunError
+from bgrun.proctree import terminate_tree
 from bgrun.records import JobRecord
 from bgrun.settle import record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
@@ -44,7 +44,7 @@ class Runner:
         self.waker = Waker(ctx.state)
         self.keeper: FileLock | None = None
         self.stopping = False
-        self.current: JobRecord | None = None
+        self.child: tuple[int, float] | None = None  # the running attempt's (pid, start)
 
     def serve(self) -> None:
         """Run jobs until there is nothing left to do (or a stop signal)."""
@@ -111,11 +111,10 @@ class Runner:
         ctx = self.ctx
         ctx.log.event(job=job.id, target=job.target, method=job.method, status="running",
                       attempt=job.attempts, pid=os.getpid())
-        self.current = job
         try:
-            verdict = run_attempt(ctx.config, ctx.store, job)
+            verdict = run_attempt(ctx.config, ctx.store, job, self._child_started)
         finally:
-            self.current = None
+            self.child = None
         if verdict.outcome == "handback" or (self.stopping and self.requeue_on_stop
                                              and verdict.outcome == "failed"):
             if ctx.store.hand_back(job.id, job.attempts):
@@ -127,17 +126,18 @@ class Runner:
         record(ctx, job, verdict)
         return True
 
+    def _child_started(self, pid: int, started: float) -> None:
+        self.child = (pid, started)
+
     def stop(self, signum: int, frame: FrameType | None) -> None:
-        """Signal handler: finish (or, with requeue, end and hand back) the job, then exit."""
+        """Signal handler: finish (or, with requeue, end and hand back) the job, then exit.
+
+        It must not touch the store: the main thread may hold its lock right now.
+        """
         self.stopping = True
-        job = self.current
-        if job is not None and self.requeue_on_stop:
-            child = self.ctx.store.child_of(job.id)
-            if child is not None:
-                try:
-                    os.killpg(child[0], signal.SIGTERM) if sys.platform != "win32" else None
-                except OSError:
-                    pass
+        child = self.child
+        if child is not None and self.requeue_on_stop:
+            terminate_tree(child[0], child[1], grace=0.0)
 
 
 def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False) -> bool:

@@ -34,6 +34,7 @@ CREATE TABLE jobs (
     env TEXT NOT NULL,                      -- private: never shown
     allowlist TEXT NOT NULL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,        -- -pid of a foreground `bgrun run` holding it
     runner_slot INTEGER,
     runner_pid INTEGER,
     child_pid INTEGER,

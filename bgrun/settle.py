@@ -30,6 +30,13 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     for job_id, attempt, slot, pid in ctx.store.running():
         by_slot.setdefault(slot, []).append((job_id, attempt, pid))
     settled = 0
+    dead_holders = []
+    for holder in ctx.store.holders():
+        with slot_if_dead(ctx.state, holder) as dead:
+            if dead:
+                dead_holders.append(holder)
+    if dead_holders:
+        ctx.store.release_holds(dead_holders)
     for slot, jobs in by_slot.items():
         if slot == my_slot:
             settled += sum(settle_lost(ctx, j, a) for j, a, pid in jobs if pid != os.getpid())

@@ -17,7 +17,7 @@ import os
 import select
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -85,7 +85,7 @@ class Waker:
 
     def idle(self) -> None:
         """Start accepting wake-ups (callers now count this runner as idle)."""
-        if WINDOWS or self._fd is not None:
+        if sys.platform == "win32" or self._fd is not None:
             return
         _make_fifo(self.path)
         # O_RDWR: a reader that is also a writer never sees end-of-file (no busy loop).
@@ -104,15 +104,13 @@ class Waker:
             return
         ready, _, _ = select.select([self._fd], [], [], max(seconds, 0.0))
         if ready:
-            try:
+            with suppress(BlockingIOError):
                 os.read(self._fd, 4096)
-            except BlockingIOError:
-                pass
 
 
 def poke(state: Path) -> bool:
     """Wake an idle runner of this store; False when none is idle (or on Windows)."""
-    if WINDOWS:
+    if sys.platform == "win32":
         return False
     try:
         fd = os.open(state / "wake.fifo", os.O_WRONLY | os.O_NONBLOCK)
@@ -130,10 +128,10 @@ def poke(state: Path) -> bool:
 
 
 def _make_fifo(path: Path) -> None:
-    try:
+    if sys.platform == "win32":
+        return
+    with suppress(FileExistsError):
         os.mkfifo(path, 0o600)
-    except FileExistsError:
-        pass
 
 
 def _sleep(seconds: float) -> None:

@@ -46,6 +46,7 @@ class NewJob:
     env_json: str
     allowlist: str
     unique_key: str | None = None
+    held: int = 0  # a foreground `bgrun run` holds its job away from runners
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,11 @@ class Store:
                     return str(row[0]), False
             cur = db.execute(
                 "INSERT INTO jobs (target, method, params, status, priority, attempts, retries,"
-                " timeout, unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist)"
-                " VALUES (?, ?, ?, 'waiting', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timeout, unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist,"
+                " held) VALUES (?, ?, ?, 'waiting', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.target, job.method, job.params_json, job.priority, job.retries,
                  job.timeout, job.unique_key, now, job.run_at, job.run_at, job.cwd,
-                 job.python, job.env_json, job.allowlist),
+                 job.python, job.env_json, job.allowlist, job.held),
             )
             return str(cur.lastrowid), True
 
@@ -136,13 +137,24 @@ class Store:
 
     def claim(self, now: float, slot: int, runner_pid: int) -> JobRecord | None:
         """Mark the best ready job running (priority desc, then readiness) and count the attempt."""
+        return self._claim(
+            "(SELECT id FROM jobs WHERE status = 'waiting' AND held = 0 AND ready_at <= ?"
+            " ORDER BY priority DESC, ready_at, id LIMIT 1)",
+            now, now, slot, runner_pid,
+        )
+
+    def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int) -> JobRecord | None:
+        """Claim this one waiting job (for `bgrun run`), whatever its priority or hold."""
+        return self._claim("?", int(job_id), now, slot, runner_pid)
+
+    def _claim(self, which: str, key: object, now: float, slot: int, runner_pid: int
+               ) -> JobRecord | None:
         with self._write() as db:
             row = db.execute(
-                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"  # noqa: S608 - constant SQL, values bound
                 f" runner_slot = ?, runner_pid = ?, child_pid = NULL, child_started = NULL"
-                f" WHERE id = (SELECT id FROM jobs WHERE status = 'waiting' AND ready_at <= ?"
-                f" ORDER BY priority DESC, ready_at, id LIMIT 1) RETURNING {_COLUMNS}",
-                (now, slot, runner_pid, now),
+                f" WHERE id = {which} AND status = 'waiting' RETURNING {_COLUMNS}",
+                (now, slot, runner_pid, key),
             ).fetchone()
             if row is None:
                 return None
@@ -151,6 +163,19 @@ class Store:
                 (row[0], row[6], now),
             )
             return self._record(row)
+
+    def release_holds(self, holders: list[int]) -> int:
+        """Let runners take the waiting jobs held by these (dead) foreground holders."""
+        with self._write() as db:
+            return sum(
+                db.execute("UPDATE jobs SET held = 0 WHERE held = ? AND status = 'waiting'",
+                           (h,)).rowcount for h in holders
+            )
+
+    def holders(self) -> list[int]:
+        """The foreground holders (negative slots) of waiting jobs."""
+        rows = self._read("SELECT DISTINCT held FROM jobs WHERE held != 0 AND status = 'waiting'")
+        return [int(r[0]) for r in rows]
 
     def launch_spec(self, job_id: str) -> LaunchSpec:
         """The interpreter and environment the job was queued with (private: never shown)."""
@@ -253,7 +278,7 @@ class Store:
     def get(self, job_id: str) -> JobRecord:
         """One job, or NoSuchJobError."""
         key = _job_key(job_id)
-        rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (key,))
+        rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (key,))  # noqa: S608
         if not rows:
             raise NoSuchJobError(f"no job {job_id}")
         return self._record(rows[0])
@@ -276,7 +301,7 @@ class Store:
         if before is not None:
             where.append("id < ?")
             args.append(_job_key(before))
-        sql = f"SELECT {_COLUMNS} FROM jobs"
+        sql = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 - constant parts, values bound
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -341,7 +366,7 @@ class Store:
             db.execute(
                 "UPDATE jobs SET status = 'waiting', attempts = 0, ready_at = ?, run_at = ?,"
                 " started_at = NULL, finished_at = NULL, error = NULL, traceback = NULL,"
-                " result = NULL, cancel_requested = 0 WHERE id = ?",
+                " result = NULL, cancel_requested = 0, held = 0 WHERE id = ?",
                 (now, now, key),
             )
         return self.get(job_id)
@@ -353,7 +378,8 @@ class Store:
         with self._write() as db:
             for key in keys:
                 cur = db.execute(
-                    "DELETE FROM jobs WHERE id = ? AND status IN ('completed','failed','cancelled')",
+                    "DELETE FROM jobs WHERE id = ?"
+                    " AND status IN ('completed', 'failed', 'cancelled')",
                     (key,),
                 )
                 if cur.rowcount:
@@ -375,7 +401,8 @@ class Store:
         job_id = str(values[0])
         values[0] = job_id
         values[19] = bool(values[19])
-        return JobRecord(*values, output=str(self.output_dir / f"{job_id}.log"))  # type: ignore[arg-type]
+        values.append(str(self.output_dir / f"{job_id}.log"))
+        return JobRecord(*values)
 
 
 def _job_key(job_id: str) -> int:

@@ -1,0 +1,5 @@
+"""`python -m bgrun`."""
+
+from bgrun.cli import main
+
+main()

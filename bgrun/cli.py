@@ -1,0 +1,313 @@
+"""The `bgrun` command line: parse, call one function, print. Errors are one line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from bgrun import control
+from bgrun.config import Config
+from bgrun.context import Context, context_for
+from bgrun.enqueue import Request, enqueue
+from bgrun.errors import BadParamsError, BgrunError, ExitCode
+from bgrun.render import job_page, job_table, parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+STATUSES = ["scheduled", "queued", "running", "completed", "failed", "cancelled"]
+
+
+def fail(message: str, code: int) -> None:
+    """Print one error line and exit with `code`."""
+    click.echo(f"bgrun: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handled(func: F) -> F:
+    """Turn every error into one stderr line and its documented exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BgrunError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:
+            _log_internal(exc)
+            fail(f"internal error: {type(exc).__name__}: {exc} (traceback in the error log)",
+                 ExitCode.UNUSABLE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _log_internal(exc: Exception) -> None:
+    with contextlib.suppress(Exception):  # the error line is printed whatever happens here
+        context_for(Config.load()).log.event(
+            job="-", target="-", method="-", status="internal-error",
+            error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+
+
+def ctx() -> Context:
+    """Settings and store for this command."""
+    return context_for(Config.load())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bgrun")
+def cli() -> None:
+    """Run allow-listed Python callables as background jobs."""
+
+
+def job_options(func: F) -> F:
+    """The options `exec` and `run` share."""
+    for option in reversed([
+        click.argument("target"),
+        click.argument("method"),
+        click.argument("args", nargs=-1),
+        click.option("--params", "params_json", metavar="JSON",
+                     help="All params as JSON: a list (positional) or an object (keyword)."),
+        click.option("--kw", "kwargs", multiple=True, metavar="NAME=VALUE",
+                     help="A keyword argument, as a string."),
+        click.option("--kw-json", "json_kwargs", multiple=True, metavar="NAME=JSON",
+                     help="A keyword argument, as a JSON value."),
+        click.option("--retries", type=click.IntRange(min=0), help="Extra attempts on failure."),
+        click.option("--delay", type=click.FloatRange(min=0), default=0.0,
+                     help="Seconds before it may start."),
+        click.option("--priority", type=int, help="Higher runs first."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds an attempt may run."),
+        click.option("--unique", metavar="KEY", help="Queue nothing while KEY is live."),
+        click.option("--no-import-check", is_flag=True,
+                     help="Do not import the target to check that it exists."),
+    ]):
+        func = option(func)
+    return func
+
+
+def build_request(target: str, method: str, args: tuple[str, ...], params_json: str | None,
+                  kwargs: tuple[str, ...], json_kwargs: tuple[str, ...], **opts: Any) -> Request:
+    """A Request from the command line's words."""
+    params: Any = list(args)
+    keywords: dict[str, Any] = {}
+    for item in kwargs:
+        name, value = _split_kw(item)
+        keywords[name] = value
+    for item in json_kwargs:
+        name, value = _split_kw(item)
+        keywords[name] = _json(value, f"--kw-json {name}")
+    if params_json is not None:
+        if args or keywords:
+            raise BadParamsError("--params replaces ARGS, --kw and --kw-json: use one way")
+        params = _json(params_json, "--params")
+    elif keywords:
+        if args:
+            raise BadParamsError("pass either positional ARGS or --kw/--kw-json, not both")
+        params = keywords
+    return Request(target, method, params, opts["retries"], opts["delay"], opts["priority"],
+                   opts["timeout"], opts["unique"], not opts["no_import_check"])
+
+
+def _split_kw(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise BadParamsError(f"{item[:40]!r} is not NAME=VALUE")
+    return name, value
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise BadParamsError(f"{where} is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+@cli.command("exec")
+@job_options
+@handled
+def exec_(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
+    """Queue TARGET.METHOD(ARGS...) as a background job; print its id."""
+    job_id, _ = enqueue(ctx(), build_request(target, method, args, **opts))
+    click.echo(job_id)
+
+
+@cli.command()
+@job_options
+@handled
+def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
+    """Run TARGET.METHOD(ARGS...) in the foreground; exit 0 if it completes."""
+    from bgrun.foreground import run_foreground
+
+    out = click.get_binary_stream("stdout")
+    job = run_foreground(ctx(), build_request(target, method, args, **opts),
+                         lambda b: (out.write(b), out.flush()))
+    status = job.status_at(time.time()).value
+    detail = job.error if status != "completed" else f"result: {job.result_json}"
+    click.echo(f"job {job.id} {status}: {detail}", err=True)
+    sys.exit(0 if status == "completed" else ExitCode.JOB_FAILED)
+
+
+@cli.command("list")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--target", help="Only jobs of this target.")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
+              help="0 means all.")
+@click.option("--json", "as_json", is_flag=True)
+@handled
+def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    c = ctx()
+    control.settle_orphans(c)
+    jobs = c.store.list_jobs(status=status, target=target, limit=limit)
+    if as_json:
+        now = time.time()
+        click.echo(json.dumps([j.to_dict(now) for j in jobs], indent=2))
+    else:
+        click.echo(job_table(jobs))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@handled
+def show(job_id: str, as_json: bool) -> None:
+    """One job: attempts, timings, error and traceback, where its output is."""
+    c = ctx()
+    control.settle_orphans(c)
+    job = c.store.get(job_id)
+    data = job.to_dict(time.time())
+    if as_json:
+        data["attempt_history"] = [a.__dict__ for a in c.store.attempts_of(job_id)]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(job_page(data, c.store.attempts_of(job_id)))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Give up after S seconds (exit 124).")
+@handled
+def wait(job_id: str, timeout: float | None) -> None:
+    """Block until the job ends; exit 0 if completed, 1 if failed or cancelled."""
+    job = control.wait_for(ctx(), job_id, timeout)
+    status = job.status_at(time.time()).value
+    click.echo(status)
+    sys.exit(0 if status == "completed" else ExitCode.JOB_FAILED)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", "wait_", is_flag=True, help="Return only once it is cancelled.")
+@handled
+def cancel(job_id: str, wait_: bool) -> None:
+    """Cancel a queued, scheduled or running job (a running one's whole tree ends)."""
+    c = ctx()
+    job = control.cancel_job(c, job_id, by="cli")
+    if wait_:
+        job = control.wait_for(c, job_id)
+    status = job.status_at(time.time()).value
+    click.echo(status if status != "running" else "cancelling")
+
+
+@cli.command()
+@click.argument("job_id")
+@handled
+def retry(job_id: str) -> None:
+    """Queue a failed or cancelled job again, under the same id."""
+    control.retry_job(ctx(), job_id, by="cli")
+    click.echo(job_id)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Follow the output until the job ends.")
+@handled
+def logs(job_id: str, follow: bool) -> None:
+    """The job's captured stdout and stderr."""
+    c = ctx()
+    out = click.get_binary_stream("stdout")
+    if follow:
+        from bgrun.follow import follow as follow_output
+
+        follow_output(c, job_id, lambda b: (out.write(b), out.flush()))
+    else:
+        out.write(control.read_output(c, job_id))
+
+
+@cli.command()
+@handled
+def recover() -> None:
+    """Settle jobs whose runner died and start runners for waiting jobs."""
+    settled, waiting = control.recover(ctx())
+    click.echo(f"settled {settled} orphaned job(s); {waiting} waiting")
+
+
+@cli.command()
+@click.option("--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 30m.")
+@handled
+def prune(older_than: str) -> None:
+    """Delete finished jobs (and their output) that ended before DURATION ago."""
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise BadParamsError(str(exc)) from None
+    click.echo(f"deleted {len(control.prune(ctx(), seconds, by='cli'))} job(s)")
+
+
+@cli.command()
+@click.option("--requeue-on-stop", is_flag=True,
+              help="On SIGTERM/Ctrl-C end the running job and queue it again (default: let "
+                   "it finish).")
+@handled
+def worker(requeue_on_stop: bool) -> None:
+    """Run the runner loop in the foreground (for systemd, supervisord, NSSM)."""
+    from bgrun.runner import serve
+
+    if not serve(Config.load(), linger=True, requeue_on_stop=requeue_on_stop):
+        fail("every slot (BGRUN_CONCURRENCY) already has a runner", ExitCode.NO_SUCH_JOB)
+
+
+@cli.command()
+@handled
+def check() -> None:
+    """Check the settings, the allowlist and the store; print what may run."""
+    from bgrun import allowlist
+
+    config = Config.load()
+    rules = allowlist.load(config.allowlist).rules
+    context_for(config)
+    click.echo(f"allowlist {config.allowlist}: {len(rules)} target(s)")
+    for rule in rules.values():
+        click.echo(f"  {rule.target}: {', '.join(sorted(rule.methods))}")
+    click.echo(f"store {config.store}, logs {config.log_dir}, concurrency {config.concurrency}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+@handled
+def dashboard(host: str, port: int) -> None:
+    """Serve the web dashboard (needs the extra: pip install 'bgrun[dashboard]')."""
+    try:
+        from bgrun.dashboard.server import serve_dashboard
+    except ImportError as exc:
+        fail(f"the dashboard needs its extra: pip install 'bgrun[dashboard]' ({exc.name} is "
+             "missing)", ExitCode.UNUSABLE)
+    serve_dashboard(Config.load(), host, port)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bgrun")

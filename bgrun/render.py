@@ -1,0 +1,76 @@
+"""Human-readable output of the CLI: tables, job pages, durations."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bgrun.records import AttemptRecord, JobRecord
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '15m', '12h', '7d' or '2w'; ValueError otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 12h or 7d")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def short_time(ts: float | None) -> str:
+    """A stored time as a compact UTC timestamp for tables."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def one_line(text: str | None, width: int) -> str:
+    """Text flattened to one printable line of at most `width` characters."""
+    if not text:
+        return ""
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def job_table(jobs: list[JobRecord]) -> str:
+    """`bgrun list` as an aligned table."""
+    now = time.time()
+    rows = [("ID", "STATUS", "JOB", "TRIES", "CREATED (UTC)", "ERROR")]
+    for job in jobs:
+        rows.append((
+            job.id,
+            job.status_at(now).value,
+            one_line(f"{job.target}.{job.method}", 50),
+            f"{job.attempts}/{job.retries + 1}",
+            short_time(job.created_at),
+            one_line(job.error, 60),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ).rstrip()
+
+
+def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
+    """`bgrun show` for people: fields, attempts, and the traceback printed readably."""
+    lines = [f"job {job['id']}: {job['target']}.{job['method']}  [{job['status']}]"]
+    for key in ("params", "priority", "attempts", "retries", "timeout", "unique",
+                "created_at", "run_at", "started_at", "finished_at", "result", "error",
+                "cwd", "output"):
+        if job.get(key) is not None:
+            lines.append(f"  {key + ':':13} {one_line(str(job[key]), 200)}")
+    for attempt in attempts:
+        took = "" if attempt.finished_at is None else (
+            f" in {attempt.finished_at - attempt.started_at:.3f} s")
+        lines.append(f"  attempt {attempt.number}: started {short_time(attempt.started_at)}"
+                     f"{took} -> {attempt.outcome or 'running'}"
+                     + (f" ({one_line(attempt.error, 100)})" if attempt.error else ""))
+    if job.get("traceback"):
+        lines.append("  traceback:")
+        lines.extend("    " + one_line(line, 2000) for line in str(job["traceback"]).splitlines())
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""Shared fixtures: a throw-away project folder with its own allowlist, store and logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bgrun.config import Config
+from bgrun.context import Context, context_for
+from bgrun.joblog import ERRORS_LOG, EVENTS_LOG, parse_line
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAST = {
+    "BGRUN_CONCURRENCY": "2",
+    "BGRUN_RUNNER_IDLE": "1",
+    "BGRUN_TICK": "0.05",
+    "BGRUN_BACKOFF_BASE": "0.05",
+    "BGRUN_BACKOFF_MAX": "0.2",
+    "BGRUN_CANCEL_GRACE": "1",
+}
+
+
+@dataclass
+class Project:
+    """A project folder as a user has one: allowlist.toml, a jobs module, logs/."""
+
+    path: Path
+    log_dir: Path
+
+    @property
+    def ctx(self) -> Context:
+        return context_for(Config.load())
+
+    def cli(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run `python -m bgrun ARGS` here, as a user would from a shell."""
+        return subprocess.run(
+            [sys.executable, "-m", "bgrun", *args], cwd=self.path, capture_output=True,
+            text=True, timeout=timeout, env={**os.environ, **env},
+        )
+
+    def show(self, job_id: str) -> dict[str, Any]:
+        result = self.cli("show", job_id, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def wait(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        from bgrun.control import wait_for
+
+        return wait_for(self.ctx, job_id, timeout).to_dict(time.time())
+
+    def events(self, errors: bool = False) -> list[dict[str, str]]:
+        path = self.log_dir / (ERRORS_LOG if errors else EVENTS_LOG)
+        if not path.exists():
+            return []
+        return [parse_line(line) for line in path.read_text().splitlines()]
+
+    def marks(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / "marks" / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def set_env(self, monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    """A fresh project folder, the working directory for the test, with fast settings."""
+    for name in ("jobs.py", "poison.py", "allowlist.toml"):
+        shutil.copy(FIXTURES / name, tmp_path / name)
+    log_dir = tmp_path / "logs"
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("BGRUN_")]:
+        monkeypatch.delenv(key)
+    for key, value in FAST.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("JOBS_MARKS", str(tmp_path / "marks"))
+    yield Project(tmp_path, log_dir)
+    kill_processes_of(tmp_path)
+
+
+def processes_of(folder: Path) -> list[psutil.Process]:
+    """Every live process started for this project (runners and job trees)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        if env.get("JOBS_MARKS", "").startswith(str(folder)):
+            found.append(proc)
+    return found
+
+
+def kill_processes_of(folder: Path) -> None:
+    procs = processes_of(folder)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=5)
+
+
+def wait_until(predicate: Any, timeout: float = 20, pause: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(pause)
