@@ -40,8 +40,8 @@ class NotAllowedError(RefusedError):
     kind = "NotAllowed"
 
 
-class BadNameError(RefusedError):
-    """Raised when a target or method is not a well-formed dotted name."""
+class BadNameError(NotAllowedError):
+    """Raised when a target or method is not a well-formed dotted name (so never allowed)."""
 
     kind = "BadName"
 
