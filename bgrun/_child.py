@@ -148,9 +148,17 @@ def _finish(spec: dict, code: int, verdict: tuple) -> None:  # type: ignore[type
     os.write(fd, data)
     os.close(fd)
     if spec.get("forked"):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # a forked child must not run the runner's exit hooks
+        try:  # what interpreter shutdown would do for the job: its threads, its exit hooks
+            threading = sys.modules.get("threading")
+            if threading is not None and threading.active_count() > 1:
+                threading._shutdown()  # wait for the job's non-daemon threads
+            import atexit  # built in: free
+
+            atexit._run_exitfuncs()  # only the job's: the fork cleared the runner's
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)  # a forked child must not run the runner's exit hooks
     sys.exit(code)  # a spawned one runs the job's own (logging handlers flush...)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgrun import _child, allowlist
+from bgrun import _child, allowlist, forkrun
 from bgrun.config import Config
 from bgrun.errors import AllowlistError, RefusedError
 from bgrun.files import open_append
@@ -71,23 +71,28 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     out_fd = open_append(Path(job.output))
     try:
         os.write(out_fd, f"--- bgrun: attempt {job.attempts} started {iso(time.time())}\n".encode())
-        proc = start_child([launch.python, CHILD_SCRIPT], cwd=job.cwd, env=env, output_fd=out_fd)
+        proc: forkrun.ChildProcess
+        if forkrun.usable(config, launch.python, env):  # warm fork mode (POSIX)
+            proc = forkrun.start_forked(spec, cwd=job.cwd, env=env, output_fd=out_fd)
+        else:
+            proc = start_child([launch.python, CHILD_SCRIPT], cwd=job.cwd, env=env,
+                               output_fd=out_fd)
     except OSError as exc:
         return Verdict("failed", f"Crashed: cannot start {launch.python}: {exc.strerror or exc}")
     finally:
         os.close(out_fd)
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(marshal.dumps(spec))
-        proc.stdin.close()
-    except OSError:
-        pass  # the child died at once: its exit status tells
+    if isinstance(proc, subprocess.Popen) and proc.stdin is not None:  # spawned: send spec
+        try:
+            proc.stdin.write(marshal.dumps(spec))
+            proc.stdin.close()
+        except OSError:
+            pass  # the child died at once: its exit status tells
     started = process_start(proc.pid)
     store.set_child(job.id, proc.pid, started)
     if on_start is not None:
         on_start(proc.pid, started)
     ended = _supervise(config, store, job, proc, started)
-    return ended or _read_verdict(proc.returncode, result_path, config.max_result_bytes)
+    return ended or _read_verdict(proc.wait(), result_path, config.max_result_bytes)
 
 
 def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
@@ -107,7 +112,7 @@ def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
 
 
 def _supervise(config: Config, store: Store, job: JobRecord,
-               proc: subprocess.Popen[bytes], started: float) -> Verdict | None:
+               proc: forkrun.ChildProcess, started: float) -> Verdict | None:
     """Wait for the child; end its tree on timeout or cancel (then return that verdict)."""
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
     waiter = _ExitWaiter(proc)
@@ -132,7 +137,7 @@ def _supervise(config: Config, store: Store, job: JobRecord,
 class _ExitWaiter:
     """Waits for a child's exit with a timeout, without polling where Linux allows."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: forkrun.ChildProcess) -> None:
         self.proc = proc
         self.fd: int | None = None
         if hasattr(os, "pidfd_open"):

@@ -8,6 +8,7 @@ from typing import Any
 from bgrun import control
 from bgrun.config import Config
 from bgrun.context import context_for
+from bgrun.records import JobRecord
 
 
 class Job:
@@ -22,14 +23,18 @@ class Job:
     def __repr__(self) -> str:
         return f"<bgrun.Job {self.id} {self.status}>"
 
+    def _record(self) -> JobRecord:
+        control.settle_orphans(self._ctx)  # a job whose runner died does not read "running"
+        return self._ctx.store.get(self.id)
+
     def info(self) -> dict[str, Any]:
         """Everything `bgrun show --json` gives for this job."""
-        return self._ctx.store.get(self.id).to_dict(time.time())
+        return self._record().to_dict(time.time())
 
     @property
     def status(self) -> str:
         """The status word now: scheduled, queued, running, completed, failed or cancelled."""
-        return self._ctx.store.get(self.id).status_at(time.time()).value
+        return self._record().status_at(time.time()).value
 
     @property
     def result(self) -> Any:

@@ -25,11 +25,17 @@ def encode_params(params: object, max_bytes: int, max_depth: int) -> str:
             f"params must be a list (positional) or a dict (keyword), not {type(params).__name__}"
         )
     if isinstance(params, dict):
-        bad = next((k for k in params if not isinstance(k, str) or not k.isidentifier()), None)
-        if bad is not None or any(str(k).startswith("__") for k in params):
-            raise BadParamsError(f"keyword argument name {bad!r} is not an identifier")
-    _check(params, 0, max_depth)
-    text = json.dumps(params, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        for k in params:
+            if not isinstance(k, str) or not k.isidentifier() or k.startswith("__"):
+                raise BadParamsError(f"keyword argument name {str(k)[:40]!r} is not an"
+                                     " identifier (or is a dunder name)")
+    try:
+        _check(params, 0, max_depth)
+        text = json.dumps(params, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:  # a depth limit above Python's own, or a list that holds itself
+        raise BadParamsError("params are nested too deeply (or contain themselves)") from None
+    except ValueError as exc:  # e.g. an int too long to write (sys.get_int_max_str_digits)
+        raise BadParamsError(f"params are not JSON data: {exc}") from None
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > max_bytes:
         raise BadParamsError(f"params are {size} bytes as JSON, more than the limit {max_bytes}")

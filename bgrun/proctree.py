@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 import psutil
 
@@ -73,11 +74,11 @@ def terminate_tree(pid: int, started: float, grace: float, marker: str | None = 
     _signal_group(pid, signal.SIGTERM)
     for proc in procs:
         _send(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = wait_gone(procs, grace)
     if alive:
         _signal_group(pid, signal.SIGKILL)
-        _kill_all(alive + tree_of(root, marker) if root.is_running() else alive)
-        psutil.wait_procs(alive, timeout=1.0)
+        _kill_all(alive + tree_of(root, marker) if not _gone(root) else alive)
+        wait_gone(alive, 1.0)
 
 
 def kill_tree(pid: int, started: float, marker: str | None = None) -> None:
@@ -91,7 +92,28 @@ def kill_tree(pid: int, started: float, marker: str | None = None) -> None:
     if sys.platform != "win32":
         _signal_group(pid, signal.SIGKILL)
     _kill_all(procs)
-    psutil.wait_procs(procs, timeout=1.0)
+    wait_gone(procs, 1.0)
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` for `procs` to end; return those still alive.
+
+    It never reaps: psutil.wait_procs would reap our own child, and its Popen would then
+    read exit status 0 (ECHILD), turning a killed job into a completed one.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -31,6 +31,9 @@ from bgrun.settle import record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
 
 
+SETTLE_EVERY = 2.0  # seconds between looks for other runners' orphaned jobs
+
+
 class Runner:
     """One runner process, holding one slot for its life."""
 
@@ -49,8 +52,11 @@ class Runner:
     def serve(self) -> None:
         """Run jobs until there is nothing left to do (or a stop signal)."""
         settle_orphans(self.ctx, my_slot=self.slot)
-        idle_since = time.monotonic()
+        idle_since = last_settle = time.monotonic()
         while not self.stopping:
+            if time.monotonic() - last_settle >= SETTLE_EVERY:
+                settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
+                last_settle = time.monotonic()
             job = self.ctx.store.claim(time.time(), self.slot, os.getpid())
             if job is not None:
                 self.waker.busy()

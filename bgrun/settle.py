@@ -44,6 +44,8 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
         with slot_if_dead(ctx.state, slot) as dead:
             if dead:
                 settled += sum(settle_lost(ctx, job_id, a) for job_id, a, _ in jobs)
+    if settled or dead_holders:
+        ensure_runner(ctx)  # a settled job may be waiting for its retry now
     return settled
 
 

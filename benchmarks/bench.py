@@ -1,0 +1,696 @@
+"""bgrun's benchmark suite: every figure a median over repeats, against a baseline
+measured in the same run, printed as a Markdown table.
+
+    python benchmarks/bench.py            # the full suite (a few minutes on 2 cores)
+    python benchmarks/bench.py --quick    # small sizes, seconds
+
+Each benchmark works in its own temporary project folder (allowlist.toml, a `benchjobs`
+module, BGRUN_LOG_DIR inside it) and kills every process it started before the next one.
+Ratios are written so that the goal is a bound: throughput ratios are bgrun/baseline
+(higher is better), latency and cost ratios are bgrun/baseline (lower is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bgrun import run_background_job  # noqa: E402
+from bgrun.config import Config  # noqa: E402
+from bgrun.context import Context  # noqa: E402
+from bgrun.enqueue import Request, validate  # noqa: E402
+from bgrun.settle import ensure_runner  # noqa: E402
+from bgrun.store import NewJob, Store  # noqa: E402
+
+PY = sys.executable
+CHILD = str(ROOT / "bgrun" / "_child.py")
+TAG = "BGRUN_BENCH_TAG"
+
+JOBS_MODULE = '''\
+"""No-op jobs for bgrun's benchmarks (kept as cheap to import as a module can be)."""
+import time
+
+
+def noop():
+    return None
+
+
+def stamp(path):
+    now = time.time()  # the job's first line of code
+    with open(path, "w") as f:
+        f.write(repr(now))
+
+
+def memory():
+    """This process's peak RSS and its private (unshared) memory, in KiB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            out["private"] = sum(int(line.split()[1]) for line in f
+                                 if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except OSError:
+        pass
+    return out
+'''
+
+HUEY_MODULE = '''\
+import os
+from huey import SqliteHuey
+
+huey = SqliteHuey(filename=os.environ["HUEY_DB"], results=True, store_none=True, fsync=True)
+
+
+@huey.task()
+def noop():
+    return None
+'''
+
+ALLOWLIST = '[jobs."benchjobs"]\nmethods = ["noop", "stamp", "memory"]\n'
+
+
+@dataclass
+class Sizes:
+    repeats: int = 5
+    drain_jobs: int = 1000
+    drain_repeats: int = 3
+    wake_repeats: int = 7
+    enqueue_calls: int = 200
+    scale_small: int = 1000
+    scale_large: int = 100_000
+    scale_ops: int = 300
+    waiting_jobs: int = 10_000
+
+
+QUICK = Sizes(repeats=3, drain_jobs=40, drain_repeats=1, wake_repeats=3, enqueue_calls=30,
+              scale_small=200, scale_large=2000, scale_ops=50, waiting_jobs=300)
+TINY = Sizes(repeats=1, drain_jobs=4, drain_repeats=1, wake_repeats=1, enqueue_calls=3,
+             scale_small=20, scale_large=60, scale_ops=5, waiting_jobs=20)
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    baseline: str
+    ratio: float | None
+    goal: str = ""
+    met: bool | None = None
+
+    def line(self) -> str:
+        ratio = "" if self.ratio is None else f"{self.ratio:.2f}"
+        met = "" if self.met is None else ("yes" if self.met else "**no**")
+        return f"| {self.name} | {self.value} | {self.baseline} | {ratio} | {self.goal} | {met} |"
+
+
+@dataclass
+class Suite:
+    sizes: Sizes
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(row.line(), file=sys.stderr, flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f} µs"
+
+
+# -- a throw-away project ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def project(**settings: str) -> Iterator[Path]:
+    """A temp project folder as cwd, with BGRUN_* settings; kills its processes at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="bgrun-bench-"))
+    (folder / "benchjobs.py").write_text(JOBS_MODULE)
+    (folder / "hueyjobs.py").write_text(HUEY_MODULE)
+    (folder / "allowlist.toml").write_text(ALLOWLIST)
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    for key in [k for k in os.environ if k.startswith("BGRUN_")]:
+        del os.environ[key]
+    os.environ.update({
+        "BGRUN_LOG_DIR": str(folder / "logs"), "BGRUN_CONCURRENCY": "2",
+        "BGRUN_RUNNER_IDLE": "30", TAG: str(folder), "HUEY_DB": str(folder / "huey.db"),
+        **settings,
+    })
+    os.chdir(folder)
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        kill_tagged(folder)
+        sys.path.remove(str(folder))
+        for name in ("benchjobs", "hueyjobs"):
+            sys.modules.pop(name, None)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def tagged(folder: Path) -> list[psutil.Process]:
+    """Live processes started for this benchmark folder (runners, job children, consumers)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(TAG) == str(folder):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def runners(folder: Path) -> list[psutil.Process]:
+    out = []
+    for proc in tagged(folder):
+        with contextlib.suppress(psutil.Error):
+            if any("_runner_main.py" in part for part in proc.cmdline()):
+                out.append(proc)
+    return out
+
+
+def kill_tagged(folder: Path) -> None:
+    procs = tagged(folder)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=5)
+
+
+def context() -> Context:
+    return Context.open(Config.load())
+
+
+def new_job(method: str = "noop", params: list[object] | None = None) -> NewJob:
+    return validate(Config.load(), Request("benchjobs", method, params, check_import=False))
+
+
+def bulk_insert(store: Path, job: NewJob, count: int, status: str = "waiting",
+                ready_at: float | None = None) -> None:
+    """Insert `count` copies of `job` in one transaction (setting up, not measured)."""
+    now = time.time()
+    ready = now if ready_at is None else ready_at
+    finished = now if status != "waiting" else None
+    db = sqlite3.connect(store, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(
+        "INSERT INTO jobs (target, method, params, status, priority, attempts, retries,"
+        " timeout, created_at, run_at, ready_at, finished_at, cwd, python, env, allowlist)"
+        " VALUES (?, ?, ?, ?, 0, 0, 0, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ((job.target, job.method, job.params_json, status, now, ready, ready, finished,
+          job.cwd, job.python, job.env_json, job.allowlist) for _ in range(count)),
+    )
+    db.execute("COMMIT")
+    db.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, pause: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmark: condition not met in time")
+        time.sleep(pause)
+
+
+def completed(ctx: Context) -> int:
+    return ctx.store.counts().get("completed", 0)
+
+
+# -- (a) drain ----------------------------------------------------------------------------
+
+
+def bare_pool(folder: Path, count: int, workers: int = 2) -> float:
+    """Seconds for a pool running `count` fresh interpreters (import job, call it), 2 at a time."""
+    argv = [PY, "-c", "import benchjobs; benchjobs.noop()"]
+
+    def one(_: int) -> None:
+        subprocess.run(argv, cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       check=True)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(count)))
+    return time.perf_counter() - start
+
+
+def bgrun_drain(mode: str, count: int, peaks: dict[str, int] | None = None) -> float:
+    """Seconds from asking for a runner to all `count` stored no-op jobs completed."""
+    with project(BGRUN_MODE=mode) as folder:
+        ctx = context()
+        bulk_insert(ctx.config.store, new_job(), count)
+        start = time.perf_counter()
+        ensure_runner(ctx)
+        wait_for(lambda: completed(ctx) >= count, timeout=30 + count)
+        elapsed = time.perf_counter() - start
+        if peaks is not None:
+            for proc in runners(folder):
+                with contextlib.suppress(psutil.Error, OSError):
+                    peaks[mode] = max(peaks.get(mode, 0), vm_hwm(proc.pid))
+        ctx.store.close()
+        return elapsed
+
+
+def huey_drain(count: int) -> float | None:
+    """Seconds for Huey's consumer (2 worker processes) to run `count` stored no-op tasks."""
+    try:
+        import huey  # noqa: F401
+    except ImportError:
+        return None
+    with project() as folder:
+        import hueyjobs  # type: ignore[import-not-found]
+
+        for _ in range(count):
+            hueyjobs.noop()
+        start = time.perf_counter()
+        consumer = subprocess.Popen(
+            [PY, "-m", "huey.bin.huey_consumer", "hueyjobs.huey", "-w", "2", "-k", "process",
+             "-q", "-C"], cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: hueyjobs.huey.result_count() >= count, timeout=30 + count)
+            return time.perf_counter() - start
+        finally:
+            consumer.send_signal(signal.SIGTERM)
+            try:
+                consumer.wait(5)
+            except subprocess.TimeoutExpired:
+                consumer.kill()
+                consumer.wait()
+
+
+def bench_drain(suite: Suite, peaks: dict[str, int]) -> None:
+    n, reps = suite.sizes.drain_jobs, suite.sizes.drain_repeats
+    base, spawn, fork, huey = [], [], [], []
+    for _ in range(reps):  # interleaved, so a busy moment of the machine hits all alike
+        with project() as folder:
+            base.append(bare_pool(folder, n))
+        spawn.append(bgrun_drain("spawn", n, peaks))
+        if sys.platform != "win32":
+            fork.append(bgrun_drain("fork", n, peaks))
+        h = huey_drain(n)
+        if h is not None:
+            huey.append(h)
+    b = median(base)
+    rate = f"{n / b:.0f} jobs/s"
+    suite.add(Row(f"drain {n} no-op jobs, concurrency 2, spawn mode", f"{n / median(spawn):.0f}"
+                  " jobs/s", f"bare pool {rate}", b / median(spawn), "≥ 0.85",
+                  b / median(spawn) >= 0.85))
+    if fork:
+        suite.add(Row(f"drain {n} no-op jobs, concurrency 2, fork mode", f"{n / median(fork):.0f}"
+                      " jobs/s", f"bare pool {rate}", b / median(fork), "≥ 0.85",
+                      b / median(fork) >= 0.85))
+    if huey:
+        hb = median(huey)
+        suite.add(Row(f"Huey process consumer (2 workers), {n} no-op tasks",
+                      f"{n / hb:.0f} jobs/s", f"bare pool {rate}", b / hb))
+        if fork:
+            suite.add(Row("drain, fork mode vs Huey process consumer",
+                          f"{n / median(fork):.0f} jobs/s", f"Huey {n / hb:.0f} jobs/s",
+                          hb / median(fork), "≥ 1.0", hb / median(fork) >= 1.0))
+    else:
+        suite.notes.append("Huey is not installed (pip install '.[bench]'): no Huey rows.")
+
+
+# -- (b) wake-up --------------------------------------------------------------------------
+
+
+def read_stamp(path: Path, timeout: float = 30) -> float:
+    wait_for(lambda: path.exists() and path.stat().st_size > 0, timeout, pause=0.002)
+    return float(path.read_text())
+
+
+def fresh_interpreter_first_line(folder: Path, path: Path) -> float:
+    path.unlink(missing_ok=True)
+    start = time.time()
+    subprocess.run([PY, "-c", f"import benchjobs; benchjobs.stamp({str(path)!r})"],
+                   cwd=folder, stdin=subprocess.DEVNULL, check=True)
+    return read_stamp(path) - start
+
+
+def queued_first_line(path: Path) -> float:
+    path.unlink(missing_ok=True)
+    start = time.time()
+    job = run_background_job("benchjobs", "stamp", [str(path)])
+    latency = read_stamp(path) - start
+    job.wait(timeout=30)
+    return latency
+
+
+def bench_wake(suite: Suite) -> None:
+    reps = suite.sizes.wake_repeats
+    for mode in ("spawn", "fork") if sys.platform != "win32" else ("spawn",):
+        base, warm, cold = [], [], []
+        with project(BGRUN_MODE=mode) as folder:
+            stamp = folder / "stamp"
+            run_background_job("benchjobs", "noop").wait(timeout=30)  # a runner is alive
+            for _ in range(reps):
+                base.append(fresh_interpreter_first_line(folder, stamp))
+                time.sleep(0.3)  # the runner is idle again (FIFO open)
+                warm.append(queued_first_line(stamp))
+                kill_tagged(folder)  # no runner alive: the cold path
+                time.sleep(0.05)
+                cold.append(queued_first_line(stamp))
+        b = median(base)
+        suite.add(Row(f"wake-up, idle runner → job's first line ({mode})", ms(median(warm)),
+                      f"interpreter start-up {ms(b)}", median(warm) / b, "≤ 1.3",
+                      median(warm) / b <= 1.3))
+        suite.add(Row(f"wake-up, no runner alive → job's first line ({mode})",
+                      ms(median(cold)), f"interpreter start-up {ms(b)}", median(cold) / b,
+                      "≤ 2.5", median(cold) / b <= 2.5))
+
+
+# -- (c) enqueue --------------------------------------------------------------------------
+
+
+def raw_insert_latency(folder: Path, calls: int) -> float:
+    path = folder / "raw.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT,"
+               " method TEXT, params TEXT, created_at REAL)")
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t (target, method, params, created_at) VALUES (?, ?, ?, ?)",
+                   ("benchjobs", "noop", "[]", time.time()))
+        db.execute("COMMIT")
+        times.append(time.perf_counter() - start)
+    db.close()
+    return median(times)
+
+
+def bench_enqueue(suite: Suite) -> None:
+    calls = suite.sizes.enqueue_calls
+    with project() as folder:
+        run_background_job("benchjobs", "noop").wait(timeout=30)  # a runner is alive
+        time.sleep(0.3)
+        raw = raw_insert_latency(folder, calls)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            # Scheduled for later: the caller's path is the same (insert, settle, wake), and
+            # no job runs meanwhile to compete for the CPU with the caller being measured.
+            run_background_job("benchjobs", "noop", delay=3600)
+            times.append(time.perf_counter() - start)
+        ours = median(times)
+        suite.add(Row("enqueue latency (API, runner alive)", ms(ours),
+                      f"raw SQLite insert (WAL, FULL) {ms(raw)}", ours / raw))
+        try:
+            import hueyjobs
+
+            htimes = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                hueyjobs.noop()
+                htimes.append(time.perf_counter() - start)
+            h = median(htimes)
+            suite.add(Row("enqueue latency (API) vs Huey SqliteHuey enqueue", ms(ours),
+                          f"Huey {ms(h)}", ours / h))
+        except ImportError:
+            pass
+        cli = []
+        for _ in range(max(1, suite.sizes.repeats)):
+            start = time.perf_counter()
+            subprocess.run([PY, "-m", "bgrun", "exec", "benchjobs", "noop", "--delay", "3600"],
+                           cwd=folder, capture_output=True, check=True)
+            cli.append(time.perf_counter() - start)
+        startup = []
+        for _ in range(max(1, suite.sizes.repeats)):
+            start = time.perf_counter()
+            subprocess.run([PY, "-c", "pass"], cwd=folder, check=True)
+            startup.append(time.perf_counter() - start)
+        suite.add(Row("`bgrun exec` (CLI, whole process)", ms(median(cli)),
+                      f"`python -c pass` {ms(median(startup))}", median(cli) / median(startup)))
+
+
+# -- (d) scale ----------------------------------------------------------------------------
+
+
+def claim_finish_cost(total: int, ops: int, repeats: int) -> float:
+    """Seconds per claim+finish (as a runner does them) with `total` jobs in the store."""
+    with project():
+        ctx = context()
+        ctx.store.close()
+        job = new_job()
+        waiting = max(ops * repeats, total // 10)
+        bulk_insert(ctx.config.store, job, total - waiting, status="completed")
+        bulk_insert(ctx.config.store, job, waiting)
+        store = Store(ctx.config.store, ctx.config.log_dir / "jobs", synchronous="NORMAL")
+        per = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(ops):
+                now = time.time()
+                claimed = store.claim(now, 0, os.getpid())
+                assert claimed is not None
+                store.finish(claimed.id, claimed.attempts, now, outcome="completed",
+                             result_json="null")
+            per.append((time.perf_counter() - start) / ops)
+        store.close()
+        return median(per)
+
+
+def list_first_page(total: int, repeats: int, status: str | None = None) -> float:
+    with project() as folder:
+        ctx = context()
+        ctx.store.close()
+        job = new_job()
+        bulk_insert(ctx.config.store, job, total - total // 10, status="completed")
+        bulk_insert(ctx.config.store, job, total // 10)
+        argv = [PY, "-m", "bgrun", "list"] + (["--status", status] if status else [])
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(argv, cwd=folder, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        return median(times)
+
+
+def bench_scale(suite: Suite) -> None:
+    s = suite.sizes
+    small = claim_finish_cost(s.scale_small, s.scale_ops, s.repeats)
+    large = claim_finish_cost(s.scale_large, s.scale_ops, s.repeats)
+    suite.add(Row(f"claim+finish per job, {s.scale_large:,} jobs in store", ms(large),
+                  f"{s.scale_small:,} jobs {ms(small)}", large / small, "≤ 1.2",
+                  large / small <= 1.2))
+    reps = max(1, min(s.repeats, 3))
+    for status in (None, "queued"):
+        small = list_first_page(s.scale_small, reps, status)
+        large = list_first_page(s.scale_large, reps, status)
+        flag = f" --status {status}" if status else ""
+        suite.add(Row(f"`bgrun list{flag}` first page, {s.scale_large:,} jobs", ms(large),
+                      f"{s.scale_small:,} jobs {ms(small)}", large / small))
+    bench_processes(suite)
+
+
+def bench_processes(suite: Suite) -> None:
+    n = suite.sizes.waiting_jobs
+    with project() as folder:
+        ctx = context()
+        bulk_insert(ctx.config.store, new_job(), n)
+        ensure_runner(ctx)
+        most_runners = most_all = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            procs = tagged(folder)
+            most_all = max(most_all, len(procs))
+            most_runners = max(most_runners, len(runners(folder)))
+            time.sleep(0.05)
+        conc = ctx.config.concurrency
+        ctx.store.close()
+    suite.add(Row(f"runner processes alive, {n:,} waiting jobs", str(most_runners),
+                  f"concurrency {conc}", None, f"≤ {conc + 1}", most_runners <= conc + 1))
+    suite.add(Row(f"all processes alive (runners + job children), {n:,} waiting jobs",
+                  str(most_all), f"concurrency {conc}", None, f"≤ {2 * conc}",
+                  most_all <= 2 * conc))
+
+
+# -- (e) memory ---------------------------------------------------------------------------
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak RSS of `pid` in KiB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def bench_memory(suite: Suite, peaks: dict[str, int]) -> None:
+    if not Path("/proc/self/status").exists():
+        suite.notes.append("memory: /proc is not available here; skipped.")
+        return
+    with project() as folder:
+        out = subprocess.run([PY, "-c", "import benchjobs; print(benchjobs.memory())"],
+                             cwd=folder, capture_output=True, text=True, check=True)
+        bare = eval(out.stdout)  # our own dict literal
+        results = {}
+        for mode in ("spawn", "fork"):
+            os.environ["BGRUN_MODE"] = mode
+            kill_tagged(folder)
+            results[mode] = run_background_job("benchjobs", "memory")
+            results[mode].wait(timeout=30)
+            for proc in runners(folder):
+                peaks[mode] = max(peaks.get(mode, 0), vm_hwm(proc.pid))
+        bare_kib = bare["VmHWM"]
+        for mode in ("spawn", "fork"):
+            if mode in peaks:
+                suite.add(Row(f"runner peak RSS ({mode} mode)", f"{peaks[mode] / 1024:.1f} MiB",
+                              f"bare interpreter {bare_kib / 1024:.1f} MiB",
+                              peaks[mode] / bare_kib))
+        for mode, job in results.items():
+            info = job.result or {}
+            peak = info.get("VmHWM", 0)
+            private = info.get("private")
+            extra = f", {private / 1024:.1f} MiB private" if private is not None else ""
+            suite.add(Row(f"job child peak RSS ({mode} mode)", f"{peak / 1024:.1f} MiB{extra}",
+                          f"bare interpreter {bare_kib / 1024:.1f} MiB", peak / bare_kib))
+
+
+# -- imports of the child -----------------------------------------------------------------
+
+
+def import_costs(top: int = 8) -> list[tuple[str, int, int]]:
+    """(module, self µs, cumulative µs) of what the job child imports beyond `python -c pass`,
+    and of the start-up itself, largest cumulative first (median of 5 runs)."""
+    def run(argv: list[str], stdin: bytes | None) -> dict[str, list[tuple[int, int]]]:
+        out = subprocess.run([PY, "-X", "importtime", *argv], input=stdin,
+                             capture_output=True, cwd=folder)
+        found: dict[str, list[tuple[int, int]]] = {}
+        for line in out.stderr.decode().splitlines():
+            if not line.startswith("import time:") or "self [us]" in line:
+                continue
+            parts = line[len("import time:"):].split("|")
+            self_us, cum, name = int(parts[0]), int(parts[1]), parts[2].rstrip()
+            found.setdefault(name, []).append((self_us, cum))
+        return found
+
+    import marshal
+
+    with project() as folder:
+        allow = folder / "allowlist.toml"
+        st = allow.stat()
+        spec = marshal.dumps({
+            "target": "benchjobs", "method": "noop", "args": [], "kwargs": {},
+            "allowlist": str(allow), "signature": [st.st_mtime_ns, st.st_size, st.st_ino],
+            "package": str(ROOT / "bgrun"), "result_path": str(folder / "r.result"),
+            "max_result": 65536,
+        })
+        merged: dict[str, list[tuple[int, int]]] = {}
+        for _ in range(5):
+            for name, values in run([CHILD], spec).items():
+                merged.setdefault(name, []).extend(values)
+    rows = []
+    for name, values in merged.items():
+        depth = (len(name) - len(name.lstrip()) - 1) // 2
+        if depth == 0:  # imported by the interpreter or the child itself, not by a module
+            rows.append((name.strip(), int(median([v[0] for v in values])),
+                         int(median([v[1] for v in values]))))
+    rows.sort(key=lambda r: -r[2])
+    return rows[:top]
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    lines = [f"python {sys.version.split()[0]} ({PY})", f"nproc: {os.cpu_count()}"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        lines += [line for line in out.splitlines()
+                  if line.split(":")[0] in ("Architecture", "Model name", "CPU(s)")]
+    return lines
+
+
+BENCHES = ("drain", "wake", "enqueue", "scale", "memory", "imports")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
+    parser.add_argument("--tiny", action="store_true", help="smallest sizes (the smoke test)")
+    parser.add_argument("--only", action="append", choices=BENCHES,
+                        help="run only this benchmark (repeatable)")
+    parser.add_argument("--drain-jobs", type=int, help="jobs per drain (default 1000)")
+    args = parser.parse_args(argv)
+    sizes = TINY if args.tiny else QUICK if args.quick else Sizes()
+    if args.drain_jobs:
+        sizes.drain_jobs = args.drain_jobs
+    only = set(args.only or BENCHES)
+    suite = Suite(sizes)
+    peaks: dict[str, int] = {}
+    started = time.perf_counter()
+    steps: dict[str, Callable[[], None]] = {
+        "drain": lambda: bench_drain(suite, peaks),
+        "wake": lambda: bench_wake(suite),
+        "enqueue": lambda: bench_enqueue(suite),
+        "scale": lambda: bench_scale(suite),
+        "memory": lambda: bench_memory(suite, peaks),
+    }
+    for name, step in steps.items():
+        if name in only:
+            step()
+    report(suite, "imports" in only, started)
+    return 0
+
+
+def report(suite: Suite, imports: bool, started: float) -> None:
+    """The Markdown table (stdout) and the notes under it."""
+    sizes = suite.sizes
+    print("| benchmark | bgrun | baseline (same run) | ratio | goal | met |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in suite.rows:
+        print(row.line())
+    if imports:
+        print()
+        print("Job child (`python -X importtime bgrun/_child.py`), top imports by cumulative"
+              " time, median of 5 runs:")
+        print()
+        print("| module | self | cumulative |")
+        print("| --- | --- | --- |")
+        for name, self_us, cum in import_costs():
+            print(f"| {name} | {self_us / 1000:.1f} ms | {cum / 1000:.1f} ms |")
+    print()
+    for note in suite.notes:
+        print(f"- {note}")
+    print(f"- machine: {'; '.join(machine())}")
+    print(f"- sizes: {sizes}; suite took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The JSON API (same keys as `bgrun show --json`); scripts use it with a bearer token."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request
+
+from bgrun import control
+from bgrun.dashboard.app import dashboard
+from bgrun.dashboard.present import full_counts, parse_filters, parse_int, read_chunk
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+BY = "dashboard"
+
+
+@bp.get("/jobs")
+def jobs() -> Response:
+    """Jobs newest first: ?status=S&target=T&limit=N (default 50)&before=ID."""
+    filters = parse_filters(request.args)
+    now = time.time()
+    found = dashboard().ctx.store.list_jobs(status=filters.status, target=filters.target,
+                                            limit=filters.limit, before=filters.before, now=now)
+    return jsonify([job.to_dict(now) for job in found])
+
+
+@bp.get("/counts")
+def counts() -> Response:
+    """How many jobs are in each status word, and in all."""
+    return jsonify(full_counts(dashboard().ctx.store.counts()))
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str) -> Response:
+    """One job."""
+    return jsonify(dashboard().ctx.store.get(job_id).to_dict(time.time()))
+
+
+@bp.get("/jobs/<job_id>/attempts")
+def attempts(job_id: str) -> Response:
+    """Every attempt of the job, oldest first (times as UTC epoch seconds)."""
+    found = dashboard().ctx.store.attempts_of(dashboard().ctx.store.get(job_id).id)
+    return jsonify([vars(a) for a in found])
+
+
+@bp.get("/jobs/<job_id>/output")
+def output(job_id: str) -> Response:
+    """Captured output from byte ?offset=N on (the tail without it), and where to go on."""
+    record = dashboard().ctx.store.get(job_id)
+    offset = request.args.get("offset")
+    start = None if offset is None else parse_int(request.args, "offset", 0, 0, 2**62)
+    chunk = read_chunk(Path(record.output), start)
+    return jsonify({"text": chunk.text, "offset": chunk.start, "next": chunk.end,
+                    "reset": chunk.reset, "status": record.status_at(time.time()).value})
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> Response:
+    """Cancel a queued, scheduled or running job (a running one ends shortly after)."""
+    return jsonify(control.cancel_job(dashboard().ctx, job_id, by=BY).to_dict(time.time()))
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry(job_id: str) -> Response:
+    """Queue a failed or cancelled job again, under the same id."""
+    return jsonify(control.retry_job(dashboard().ctx, job_id, by=BY).to_dict(time.time()))
+
+
+@bp.post("/jobs/<job_id>/delete")
+def delete(job_id: str) -> Response:
+    """Delete a finished job and its output."""
+    return jsonify({"deleted": control.delete_jobs(dashboard().ctx, [job_id], by=BY)})

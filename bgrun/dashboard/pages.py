@@ -1,0 +1,109 @@
+"""The HTML pages: sign in, the job list, a job, and the actions' forms (all POST)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from bgrun import control
+from bgrun.dashboard import security
+from bgrun.dashboard.app import csrf_token, dashboard
+from bgrun.dashboard.present import (
+    ACTIVE_WORDS,
+    DEFAULT_LIMIT,
+    STATUS_WORDS,
+    duration,
+    full_counts,
+    parse_filters,
+    pretty_json,
+    read_chunk,
+    retries_left,
+    timings,
+)
+
+bp = Blueprint("pages", __name__)
+BY = "dashboard"
+
+
+@bp.get("/login")
+def login() -> str | BaseResponse:
+    """The sign-in form (the one page that answers without the token)."""
+    if session.get("auth"):
+        return redirect(url_for("pages.jobs"))
+    return render_template("login.html")
+
+
+@bp.post("/login")
+def login_post() -> tuple[str, int] | BaseResponse:
+    """Check the token; on success start a cookie session with its own CSRF token."""
+    given = request.form.get("token", "").strip()
+    if not given or not security.tokens_equal(given, dashboard().token):
+        return render_template("login.html", error="That token is not right."), 401
+    session.clear()
+    session["auth"] = True
+    session["csrf"] = security.new_csrf_token()
+    return redirect(url_for("pages.jobs"), 303)
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    """End the cookie session."""
+    session.clear()
+    return redirect(url_for("pages.login"), 303)
+
+
+@bp.get("/")
+def jobs() -> str:
+    """The job list: counts per status, filters, newest first, one page of jobs."""
+    filters = parse_filters(request.args)
+    store = dashboard().ctx.store
+    now = time.time()
+    found = store.list_jobs(status=filters.status, target=filters.target,
+                            limit=filters.limit, before=filters.before, now=now)
+    rows = [(job.to_dict(now), duration(timings(job, now)["ran"])) for job in found]
+    older = found[-1].id if len(found) == filters.limit else None
+    return render_template("jobs.html", rows=rows, filters=filters, statuses=STATUS_WORDS,
+                           counts=full_counts(store.counts(now)), older=older,
+                           limit=None if filters.limit == DEFAULT_LIMIT else filters.limit,
+                           csrf=csrf_token())
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str) -> str:
+    """One job: every field, timings, attempts, error and traceback, and its output's tail."""
+    store = dashboard().ctx.store
+    now = time.time()
+    record = store.get(job_id)
+    info = record.to_dict(now)
+    chunk = read_chunk(Path(record.output), None)
+    return render_template(
+        "job.html", job=info, retries_left=retries_left(record),
+        timings={k: duration(v) for k, v in timings(record, now).items()},
+        attempts=store.attempts_of(record.id), output=chunk, active=ACTIVE_WORDS,
+        params=pretty_json(info["params"]), result=pretty_json(info["result"]),
+        csrf=csrf_token(),
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> BaseResponse:
+    """Cancel a queued, scheduled or running job, then show it."""
+    control.cancel_job(dashboard().ctx, job_id, by=BY)
+    return redirect(url_for("pages.job", job_id=job_id), 303)
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry(job_id: str) -> BaseResponse:
+    """Queue a failed or cancelled job again under its id, then show it."""
+    control.retry_job(dashboard().ctx, job_id, by=BY)
+    return redirect(url_for("pages.job", job_id=job_id), 303)
+
+
+@bp.post("/jobs/<job_id>/delete")
+def delete(job_id: str) -> BaseResponse:
+    """Delete a finished job and its output, then go back to the list."""
+    control.delete_jobs(dashboard().ctx, [job_id], by=BY)
+    return redirect(url_for("pages.jobs"), 303)

@@ -1,0 +1,130 @@
+"""What the pages and the API show: query filters, durations, retries left, output tails."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bgrun.records import JobRecord, JobStatus
+
+STATUS_WORDS = tuple(s.value for s in JobStatus)
+ACTIVE_WORDS = ("scheduled", "queued", "running")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+TAIL_BYTES = 64 * 1024
+_ID = re.compile(r"[0-9]{1,19}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class QueryError(ValueError):
+    """Raised when a query string asks for something malformed (answered 400)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which jobs a list shows: status word, target, page (`before` id) and size."""
+
+    status: str | None = None
+    target: str | None = None
+    before: str | None = None
+    limit: int = DEFAULT_LIMIT
+
+
+def parse_filters(args: Mapping[str, str]) -> Filters:
+    """The list filters of a query string; QueryError when one is malformed."""
+    status = args.get("status") or None
+    if status is not None and status not in STATUS_WORDS:
+        raise QueryError(f"status must be one of: {', '.join(STATUS_WORDS)}")
+    target = (args.get("target") or "").strip() or None
+    if target is not None and len(target) > 500:
+        raise QueryError("target is too long")
+    before = args.get("before") or None
+    if before is not None and not _ID.fullmatch(before):
+        raise QueryError("before must be a job id")
+    return Filters(status, target, before, parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
+
+
+def parse_int(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]; QueryError otherwise."""
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or not low <= int(raw) <= high:
+        raise QueryError(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def full_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """Jobs per status word, every word present, plus `total`."""
+    out = {word: int(counts.get(word, 0)) for word in STATUS_WORDS}
+    out["total"] = sum(out.values())
+    return out
+
+
+def retries_left(job: JobRecord) -> int:
+    """How many more attempts a failure of this job would still get."""
+    return max(0, job.retries - max(0, job.attempts - 1))
+
+
+def duration(seconds: float | None) -> str:
+    """A duration for people: '0.42 s', '12 s', '3 min 4 s', '2 h 5 min', '3 d 4 h'."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    whole = int(seconds)
+    for size, unit, small, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "min"),
+                                          (60, "min", 1, "s")):
+        if whole >= size:
+            return f"{whole // size} {unit} {(whole % size) // small} {small_unit}"
+    return f"{whole} s"
+
+
+def timings(job: JobRecord, now: float) -> dict[str, float | None]:
+    """How long the job waited for a slot, ran, and took in all (so far, while running)."""
+    end = job.finished_at if job.finished_at is not None else now
+    started = job.started_at
+    return {
+        "waited": None if started is None else max(0.0, started - min(job.run_at, started)),
+        "ran": None if started is None else end - started,
+        "total": end - job.created_at,
+    }
+
+
+def pretty_json(value: Any) -> str:
+    """A JSON value indented for reading (the page escapes it)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a job's captured output: text and the byte range it came from."""
+
+    text: str
+    start: int
+    end: int
+    reset: bool  # the file is shorter than the caller's offset: start over from `start`
+
+
+def read_chunk(path: Path, offset: int | None, limit: int = TAIL_BYTES) -> Chunk:
+    """Output from byte `offset` on (at most `limit` bytes), or its tail when offset is None."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return Chunk("", 0, 0, bool(offset))
+    reset = offset is not None and offset > size
+    start = max(0, size - limit) if offset is None or reset else offset
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(min(limit, size - start))
+    return Chunk(printable(data.decode("utf-8", "replace")), start, start + len(data), reset)
+
+
+def printable(text: str) -> str:
+    """Output text with line breaks kept and other control characters shown as U+FFFD."""
+    return _CONTROL.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n"))
