@@ -106,7 +106,9 @@ def load(path: Path) -> Allowlist:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise AllowlistError(f"{path}: not valid TOML: {exc}") from None
+        found = re.search(r"at line (\d+)", str(exc))
+        line = int(found.group(1)) if found else max(len(text.splitlines()), 1)
+        raise AllowlistError(f"{path}:{line}: not valid TOML: {exc}") from None
     allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0))
     _cache[path] = allowlist
     return allowlist

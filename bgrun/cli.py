@@ -128,6 +128,8 @@ def _json(text: str, where: str) -> Any:
         return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise BadParamsError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadParamsError(f"{where} is nested too deeply") from None
 
 
 def _no_constant(name: str) -> Any:

@@ -30,7 +30,7 @@ def encode_params(params: object, max_bytes: int, max_depth: int) -> str:
                 raise BadParamsError(f"keyword argument name {str(k)[:40]!r} is not an"
                                      " identifier (or is a dunder name)")
     try:
-        _check(params, 0, max_depth)
+        _check(params, 1, max_depth)  # the params list or dict is level 1
         text = json.dumps(params, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except RecursionError:  # a depth limit above Python's own, or a list that holds itself
         raise BadParamsError("params are nested too deeply (or contain themselves)") from None
@@ -49,7 +49,7 @@ def decode_params(text: str) -> Params:
 
 
 def _check(value: object, depth: int, max_depth: int) -> None:
-    if depth > max_depth:
+    if depth > max_depth and isinstance(value, list | dict):  # levels = brackets deep
         raise BadParamsError(f"params are nested deeper than the limit of {max_depth} levels")
     if value is None or isinstance(value, bool | int):
         return
