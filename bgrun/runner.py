@@ -30,7 +30,6 @@ from bgrun.records import JobRecord
 from bgrun.settle import record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
 
-
 SETTLE_EVERY = 2.0  # seconds between looks for other runners' orphaned jobs
 
 

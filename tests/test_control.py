@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -253,10 +254,8 @@ def test_random_kills_lose_no_job_and_leave_none_stuck(project):
         victims = processes_of(project.path)
         if victims:
             victim = rng.choice(victims)
-            try:
+            with contextlib.suppress(psutil.Error):
                 victim.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
     project.cli("recover")
     for job in jobs:
         assert job.wait(60) in ("completed", "failed")

@@ -251,7 +251,7 @@ def test_log_lines_cannot_be_forged(project):
         assert len(lines) == len(project.events(errors=errors))
         assert all(line[:4].isdigit() and "+00:00 job=" in line[:40] for line in lines)
         assert not any(c in raw for c in "\r\x1b\x85\u2028")
-    failed = [e for e in project.events(errors=True) if e["job"] == job.id][0]
+    failed = next(e for e in project.events(errors=True) if e["job"] == job.id)
     assert failed["error"].startswith("RuntimeError: bad\n2026-01-01")  # kept, escaped
-    refused = [e for e in project.events() if e["status"] == "rejected"][0]
+    refused = next(e for e in project.events() if e["status"] == "rejected")
     assert refused["method"] == evil

@@ -81,11 +81,11 @@ def test_api_without_token_is_401(client, path):
     assert "error" in response.get_json()
 
 
-@pytest.mark.parametrize("path", POSTS)
-def test_posts_without_token_are_401(client, path):
+def test_posts_without_token_are_401(client):
     job_id = scheduled_job()
-    response = client.post(path.replace("/1/", f"/{job_id}/"))
-    assert response.status_code == 401
+    for path in POSTS:
+        response = client.post(path.replace("/1/", f"/{job_id}/"))
+        assert response.status_code == 401, path
     assert status_of(client, job_id) == "scheduled"
 
 
@@ -141,21 +141,22 @@ def test_served_address_is_allowed_but_not_a_wildcard():
     assert security.allowed_hosts({}, "::") == security.LOCAL_NAMES
 
 
-@pytest.mark.parametrize("path", POSTS)
-def test_get_on_an_action_changes_nothing(client, path):
+def test_get_on_an_action_changes_nothing(client):
     job_id = scheduled_job()
-    response = client.get(path.replace("/1/", f"/{job_id}/"), headers=BEARER)
-    assert response.status_code == 405
+    for path in POSTS:
+        response = client.get(path.replace("/1/", f"/{job_id}/"), headers=BEARER)
+        assert response.status_code == 405, path
     assert status_of(client, job_id) == "scheduled"
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry", "delete"])
-def test_cookie_post_without_csrf_is_refused(client, project, action):
+def test_cookie_post_without_csrf_is_refused(client, project):
     job_id = scheduled_job()
     csrf = sign_in(client)
-    assert client.post(f"/jobs/{job_id}/{action}").status_code == 403
-    assert client.post(f"/jobs/{job_id}/{action}", data={"csrf": csrf[:-1]}).status_code == 403
-    assert client.post(f"/api/jobs/{job_id}/{action}").status_code == 403
+    for action in ["cancel", "retry", "delete"]:
+        for path in [f"/jobs/{job_id}/{action}", f"/api/jobs/{job_id}/{action}"]:
+            assert client.post(path).status_code == 403
+            assert client.post(path, data={"csrf": csrf[:-1]}).status_code == 403
+            assert client.post(path, headers={"X-CSRF-Token": "x" + csrf}).status_code == 403
     assert status_of(client, job_id) == "scheduled"
     assert not [e for e in project.events() if e.get("by") == "dashboard"]
 
@@ -419,7 +420,7 @@ def assert_escaped(html: str, payload: str) -> None:
 
 
 def test_xss_payloads_in_params_errors_and_output_are_escaped(client, project):
-    echo = run_background_job("jobs", "echo", {"x": XSS, IMG: IMG})
+    echo = run_background_job("jobs", "echo", {"x": XSS, "y": IMG})
     failing = run_background_job("jobs", "fail", [XSS + IMG])
     project.wait(echo.id)
     project.wait(failing.id)

@@ -51,8 +51,11 @@ def assert_log_is_whole(path: Path) -> list[dict[str, str]]:
 # -- format_value / parse_line -----------------------------------------------------------
 
 _KEY = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
-_TEXT = st.one_of(st.text(), st.text(alphabet=st.sampled_from(
-    list('\\"= \n\r\t\x1b\x00\x7f\x85\x9b\u2028\u2029ab') + ["x1b", "\\x", "\\u"])))
+_TEXT = st.one_of(
+    st.text(),
+    st.lists(st.sampled_from(list('\\"= \n\r\t\x1b\x00\x7f\x85\x9b\u2028\u2029ab')
+                             + ["x1b", "\\x", "\\u", "\\x0a", "\\u2028", '\\"'])).map("".join),
+)
 
 
 @settings(max_examples=1500, database=None, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import ClassVar
 
 import pytest
 
@@ -10,7 +11,7 @@ from bgrun import launcher
 
 
 class FakePopen:
-    calls: list[dict[str, object]] = []
+    calls: ClassVar[list[dict[str, object]]] = []
     refuse_breakaway = False
 
     def __init__(self, argv, **kwargs):
