@@ -43,15 +43,24 @@ def run(spec: dict) -> None:  # type: ignore[type-arg]
         result = func(*spec["args"], **spec["kwargs"])
         if hasattr(result, "__await__"):
             result = _await(result)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            _failed(spec, exc)
+        result = None  # sys.exit() or sys.exit(0) in a job: a clean end
     except BaseException as exc:
-        import traceback
-
-        # Drop our own frame: the traceback starts in the job's code.
-        tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        sys.stderr.write(text)
-        _finish(spec, EXIT_ERROR, ("error", f"{type(exc).__name__}: {exc}", text))
+        _failed(spec, exc)
     _finish(spec, EXIT_OK, ("ok", *_portable(result, spec["max_result"])))
+
+
+def _failed(spec: dict, exc: BaseException) -> None:  # type: ignore[type-arg]
+    """Report the job's exception (its traceback also goes to the job's output)."""
+    import traceback
+
+    # Drop our own frame: the traceback starts in the job's code.
+    tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    sys.stderr.write(text)
+    _finish(spec, EXIT_ERROR, ("error", f"{type(exc).__name__}: {exc}", text))
 
 
 def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[type-arg]

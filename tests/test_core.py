@@ -150,6 +150,13 @@ def test_exit_status_is_the_verdict_when_the_child_says_nothing(project, method,
     assert job.info()["error"] == error
 
 
+def test_sys_exit_zero_is_a_clean_end_and_other_codes_fail(project):
+    assert run_background_job("jobs", "sys_exit", [0]).wait(30) == "completed"
+    job = run_background_job("jobs", "sys_exit", [5])
+    assert job.wait(30) == "failed"
+    assert job.info()["error"] == "SystemExit: 5"
+
+
 def test_refusals_are_distinct_and_store_nothing(project):
     with pytest.raises(NotAllowedError):
         run_background_job("os", "system", ["true"])
