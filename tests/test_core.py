@@ -262,3 +262,12 @@ def test_log_lines_cannot_be_forged(project):
     assert failed["error"].startswith("RuntimeError: bad\n2026-01-01")  # kept, escaped
     refused = next(e for e in project.events() if e["status"] == "rejected")
     assert refused["method"] == evil
+
+
+def test_many_waiting_jobs_do_not_mean_many_processes(project):
+    from tests.conftest import processes_of
+
+    jobs = [run_background_job("jobs", "noop", delay=60) for _ in range(200)]
+    time.sleep(0.5)
+    assert 1 <= len(processes_of(project.path)) <= 2  # BGRUN_CONCURRENCY=2
+    assert {job.status for job in jobs[:3]} == {"scheduled"}
