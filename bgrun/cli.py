@@ -252,8 +252,13 @@ def logs(job_id: str, follow: bool) -> None:
 @handled
 def recover() -> None:
     """Settle jobs whose runner died and start runners for waiting jobs."""
-    settled, waiting = control.recover(ctx())
+    from bgrun import allowlist
+
+    c = ctx()
+    settled, waiting = control.recover(c)
     click.echo(f"settled {settled} orphaned job(s); {waiting} waiting")
+    if waiting:  # say so when they cannot run: nothing runs with a broken allowlist
+        allowlist.load(c.config.allowlist)
 
 
 @cli.command()

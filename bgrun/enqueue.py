@@ -12,7 +12,7 @@ from typing import Any
 from bgrun import allowlist
 from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BadParamsError, BgrunError
+from bgrun.errors import BadParamsError, BgrunError, ConfigError
 from bgrun.params import encode_params
 from bgrun.resolve import find_callable
 from bgrun.settle import ensure_runner, settle_orphans
@@ -67,13 +67,18 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
         ctx.log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
                       status="rejected", error=f"{exc.kind}: {exc}")
         raise
+    ctx.log.check()  # an unwritable log refuses the job before it is stored
     now = time.time()
     job_id, created = ctx.store.insert(job, now)
     if created:
-        ctx.log.event(job=job_id, target=job.target, method=job.method,
-                      status="scheduled" if job.run_at > now else "queued", attempt=0,
-                      priority=job.priority, retries=job.retries,
-                      run_at=None if job.run_at <= now else f"{job.run_at - now:.1f}s")
+        try:
+            ctx.log.event(job=job_id, target=job.target, method=job.method,
+                          status="scheduled" if job.run_at > now else "queued", attempt=0,
+                          priority=job.priority, retries=job.retries,
+                          run_at=None if job.run_at <= now else f"{job.run_at - now:.1f}s")
+        except ConfigError as exc:  # stored, and durable: say so, never hide it
+            ensure_runner(ctx)
+            raise ConfigError(f"job {job_id} is stored and waits, but {exc}") from None
     settle_orphans(ctx)
     ensure_runner(ctx)
     return job_id, created

@@ -7,6 +7,7 @@ input can split a line or forge one (CWE-117).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from bgrun.errors import ConfigError
 from bgrun.files import open_append
 
 EVENTS_LOG = "background_jobs.log"
@@ -74,6 +76,10 @@ def _unquote(raw: str) -> str:
     return _UNESCAPE.sub(one, raw[1:-1])
 
 
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write the log {path}: {exc.strerror or exc}")
+
+
 class EventLog:
     """Appends events to the two logs in `log_dir`, rotating them by size."""
 
@@ -105,14 +111,33 @@ class EventLog:
                     fields["traceback"] = traceback
                 self._append(ERRORS_LOG, format_line(fields, now))
 
+    def check(self) -> None:
+        """ConfigError now if the event log cannot be opened for writing."""
+        try:
+            os.close(open_append(self.log_dir / EVENTS_LOG))
+        except OSError as exc:
+            raise _unwritable(self.log_dir / EVENTS_LOG, exc) from None
+
     def _append(self, name: str, line: str) -> None:
         path = self.log_dir / name
         data = (line + "\n").encode("utf-8", errors="backslashreplace")
-        if self.max_bytes:
-            self._rotate_if_full(path, len(data))
-        fd = open_append(path)
         try:
-            os.write(fd, data)
+            if self.max_bytes:
+                self._rotate_if_full(path, len(data))
+            fd = open_append(path)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        start = -1
+        try:
+            start = os.fstat(fd).st_size
+            written = os.write(fd, data)
+            if written != len(data):  # the disk filled up mid-line
+                raise OSError(28, os.strerror(28))
+        except OSError as exc:
+            if start >= 0:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)  # a line is written whole or not at all
+            raise _unwritable(path, exc) from None
         finally:
             os.close(fd)
 

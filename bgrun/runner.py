@@ -24,7 +24,7 @@ from filelock import FileLock
 from bgrun.attempt import run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BgrunError
+from bgrun.errors import BgrunError, ConfigError
 from bgrun.proctree import terminate_tree
 from bgrun.records import JobRecord
 from bgrun.settle import record, settle_orphans, start_runner
@@ -114,8 +114,12 @@ class Runner:
     def _run(self, job: JobRecord) -> bool:
         """Run one claimed attempt and record it; False when the runner must stop."""
         ctx = self.ctx
-        ctx.log.event(job=job.id, target=job.target, method=job.method, status="running",
-                      attempt=job.attempts, pid=os.getpid())
+        try:
+            ctx.log.event(job=job.id, target=job.target, method=job.method, status="running",
+                          attempt=job.attempts, pid=os.getpid())
+        except ConfigError:  # the log cannot be written: the job waits for a fixed folder
+            ctx.store.hand_back(job.id, job.attempts)
+            raise
         try:
             verdict = run_attempt(ctx.config, ctx.store, job, self._child_started)
         finally:

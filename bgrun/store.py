@@ -69,6 +69,7 @@ class Store:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
             )
+            _refuse_foreign(self._db, path)  # before WAL, which would rewrite its header
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(
@@ -95,14 +96,13 @@ class Store:
                 raise StoreError(f"store {self.path}: {exc}") from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
                 self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"store {self.path}: {exc}") from None
+            except BaseException as exc:
+                if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StoreError(f"store {self.path}: {exc}") from None
+                raise
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -403,6 +403,14 @@ class Store:
         values[19] = bool(values[19])
         values.append(str(self.output_dir / f"{job_id}.log"))
         return JobRecord(*values)
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse, without writing to it, an SQLite file that is not a bgrun store."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == 0 and db.execute(
+        "SELECT count(*) FROM sqlite_master"
+    ).fetchone()[0]:
+        raise StoreError(f"{path} is an SQLite file but not a bgrun store; left as it is")
 
 
 def _job_key(job_id: str) -> int:

@@ -58,7 +58,7 @@ _TEXT = st.one_of(
 )
 
 
-@settings(max_examples=1500, database=None, deadline=None)
+@settings(max_examples=400, database=None, deadline=None)
 @given(st.dictionaries(_KEY, _TEXT, min_size=1, max_size=6))
 def test_format_and_parse_round_trip(values):
     fields = {"job": "1", "class": "a.b", "method": "m", "status": "queued", "attempt": "0",

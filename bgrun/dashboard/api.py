@@ -27,7 +27,12 @@ def jobs() -> Response:
 
 @bp.get("/counts")
 def counts() -> Response:
-    """How many jobs are in each status word, and in all."""
+    """How many jobs are in each status word, and in all.
+
+    Asked every refresh, so it also settles jobs whose runner died: the page must not
+    show them `running` forever while nothing else looks.
+    """
+    control.settle_orphans(dashboard().ctx)
     return jsonify(full_counts(dashboard().ctx.store.counts()))
 
 

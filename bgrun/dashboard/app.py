@@ -87,9 +87,8 @@ def _guard() -> Response | None:
     dash = dashboard()
     if not security.host_allowed(request.headers.get("Host", ""), dash.hosts):
         return _refuse(400, "this Host is not served here: add it to BGRUN_DASHBOARD_HOSTS")
-    origin = request.headers.get("Origin")
-    if request.method not in SAFE_METHODS and origin is not None and \
-            not security.origin_allowed(origin, dash.hosts):
+    if request.method not in SAFE_METHODS and \
+            not security.origin_allowed(request.headers.get("Origin"), dash.hosts):
         return _refuse(403, "cross-origin request refused")
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None

@@ -68,8 +68,14 @@ def host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
     return match.group(1) in allowed or host in allowed
 
 
-def origin_allowed(origin: str, allowed: frozenset[str]) -> bool:
-    """True if a browser's Origin header is this dashboard (a cross-site POST is not)."""
+def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
+    """False if a browser's Origin header names another site (a cross-site POST).
+
+    No Origin, or `null` (what Chromium sends for our own forms under
+    `Referrer-Policy: no-referrer`), tells nothing: the CSRF token decides then.
+    """
+    if origin is None or origin == "null":
+        return True
     try:
         netloc = urlsplit(origin).netloc
     except ValueError:
