@@ -423,65 +423,65 @@ def bench_wake(suite: Suite) -> None:
 # -- (c) enqueue --------------------------------------------------------------------------
 
 
-def raw_insert_latency(folder: Path, calls: int) -> float:
-    path = folder / "raw.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT,"
-               " method TEXT, params TEXT, created_at REAL)")
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT INTO t (target, method, params, created_at) VALUES (?, ?, ?, ?)",
-                   ("benchjobs", "noop", "[]", time.time()))
-        db.execute("COMMIT")
-        times.append(time.perf_counter() - start)
-    db.close()
-    return median(times)
+class RawInsert:
+    """The baseline: one single-row insert transaction in WAL mode, synchronous=FULL."""
+
+    def __init__(self, folder: Path) -> None:
+        self.db = sqlite3.connect(folder / "raw.sqlite3", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT,"
+                        " method TEXT, params TEXT, created_at REAL)")
+
+    def __call__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT INTO t (target, method, params, created_at) VALUES (?, ?, ?, ?)",
+                        ("benchjobs", "noop", "[]", time.time()))
+        self.db.execute("COMMIT")
+
+
+def timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
 
 
 def bench_enqueue(suite: Suite) -> None:
+    """Enqueue, interleaved call by call with the baselines: fsync time on a shared disk
+    varies a lot from moment to moment, and must hit every contender alike."""
     calls = suite.sizes.enqueue_calls
     with project() as folder:
         run_background_job("benchjobs", "noop").wait(timeout=30)  # a runner is alive
         time.sleep(0.3)
-        raw = raw_insert_latency(folder, calls)
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            # Scheduled for later: the caller's path is the same (insert, settle, wake), and
-            # no job runs meanwhile to compete for the CPU with the caller being measured.
-            run_background_job("benchjobs", "noop", delay=3600)
-            times.append(time.perf_counter() - start)
-        ours = median(times)
-        suite.add(Row("enqueue latency (API, runner alive)", ms(ours),
-                      f"raw SQLite insert (WAL, FULL) {ms(raw)}", ours / raw))
+        raw = RawInsert(folder)
         try:
             import hueyjobs
 
-            htimes = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                hueyjobs.noop()
-                htimes.append(time.perf_counter() - start)
-            h = median(htimes)
-            suite.add(Row("enqueue latency (API) vs Huey SqliteHuey enqueue", ms(ours),
-                          f"Huey {ms(h)}", ours / h))
+            huey_enqueue: Callable[[], object] | None = hueyjobs.noop
         except ImportError:
-            pass
-        cli = []
+            huey_enqueue = None
+        ours, base, hueys = [], [], []
+        for _ in range(calls):
+            base.append(timed(raw))
+            # Scheduled for later: the caller's path is the same (insert, settle, wake), and
+            # no job runs meanwhile to compete for the CPU with the caller being measured.
+            ours.append(timed(lambda: run_background_job("benchjobs", "noop", delay=3600)))
+            if huey_enqueue is not None:
+                hueys.append(timed(huey_enqueue))
+        raw.db.close()
+        o = median(ours)
+        suite.add(Row("enqueue latency (API, runner alive)", ms(o),
+                      f"raw SQLite insert (WAL, FULL) {ms(median(base))}", o / median(base)))
+        if hueys:
+            suite.add(Row("enqueue latency (API) vs Huey SqliteHuey enqueue (fsync=True)",
+                          ms(o), f"Huey {ms(median(hueys))}", o / median(hueys)))
+        cli, startup = [], []
         for _ in range(max(1, suite.sizes.repeats)):
-            start = time.perf_counter()
-            subprocess.run([PY, "-m", "bgrun", "exec", "benchjobs", "noop", "--delay", "3600"],
-                           cwd=folder, capture_output=True, check=True)
-            cli.append(time.perf_counter() - start)
-        startup = []
-        for _ in range(max(1, suite.sizes.repeats)):
-            start = time.perf_counter()
-            subprocess.run([PY, "-c", "pass"], cwd=folder, check=True)
-            startup.append(time.perf_counter() - start)
+            cli.append(timed(lambda: subprocess.run(
+                [PY, "-m", "bgrun", "exec", "benchjobs", "noop", "--delay", "3600"],
+                cwd=folder, capture_output=True, check=True)))
+            startup.append(timed(lambda: subprocess.run([PY, "-c", "pass"], cwd=folder,
+                                                        check=True)))
         suite.add(Row("`bgrun exec` (CLI, whole process)", ms(median(cli)),
                       f"`python -c pass` {ms(median(startup))}", median(cli) / median(startup)))
 
@@ -619,21 +619,24 @@ def bench_memory(suite: Suite, peaks: dict[str, int]) -> None:
 # -- imports of the child -----------------------------------------------------------------
 
 
-def import_costs(top: int = 8) -> list[tuple[str, int, int]]:
-    """(module, self µs, cumulative µs) of what the job child imports beyond `python -c pass`,
-    and of the start-up itself, largest cumulative first (median of 5 runs)."""
-    def run(argv: list[str], stdin: bytes | None) -> dict[str, list[tuple[int, int]]]:
-        out = subprocess.run([PY, "-X", "importtime", *argv], input=stdin,
-                             capture_output=True, cwd=folder)
-        found: dict[str, list[tuple[int, int]]] = {}
-        for line in out.stderr.decode().splitlines():
-            if not line.startswith("import time:") or "self [us]" in line:
-                continue
-            parts = line[len("import time:"):].split("|")
-            self_us, cum, name = int(parts[0]), int(parts[1]), parts[2].rstrip()
-            found.setdefault(name, []).append((self_us, cum))
-        return found
+def _importtime(argv: list[str], stdin: bytes | None, cwd: Path) -> list[tuple[int, str, int, int]]:
+    """(depth, module, self µs, cumulative µs) of each import `python -X importtime` reports."""
+    out = subprocess.run([PY, "-X", "importtime", *argv], input=stdin, capture_output=True,
+                         cwd=cwd)
+    rows = []
+    for line in out.stderr.decode().splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip()) - 1) // 2
+        rows.append((depth, name.strip(), int(parts[0]), int(parts[1])))
+    return rows
 
+
+def import_costs(top: int = 8) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """The job child's largest imports (depth 0 and 1: start-up's own and what `site` pulls
+    in), median of 5 runs; and the modules it imports beyond `python -c pass`."""
     import marshal
 
     with project() as folder:
@@ -645,18 +648,17 @@ def import_costs(top: int = 8) -> list[tuple[str, int, int]]:
             "package": str(ROOT / "bgrun"), "result_path": str(folder / "r.result"),
             "max_result": 65536,
         })
-        merged: dict[str, list[tuple[int, int]]] = {}
+        merged: dict[tuple[int, str], list[tuple[int, int]]] = {}
         for _ in range(5):
-            for name, values in run([CHILD], spec).items():
-                merged.setdefault(name, []).extend(values)
-    rows = []
-    for name, values in merged.items():
-        depth = (len(name) - len(name.lstrip()) - 1) // 2
-        if depth == 0:  # imported by the interpreter or the child itself, not by a module
-            rows.append((name.strip(), int(median([v[0] for v in values])),
-                         int(median([v[1] for v in values]))))
+            for depth, name, self_us, cum in _importtime([CHILD], spec, folder):
+                merged.setdefault((depth, name), []).append((self_us, cum))
+        bare = {name for _, name, _, _ in _importtime(["-c", "pass"], None, folder)}
+    rows = [(("  " * depth) + name, int(median([v[0] for v in values])),
+             int(median([v[1] for v in values])))
+            for (depth, name), values in merged.items() if depth <= 1]
     rows.sort(key=lambda r: -r[2])
-    return rows[:top]
+    extra = sorted({name for (_, name) in merged} - bare)
+    return rows[:top], extra
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -717,8 +719,11 @@ def report(suite: Suite, imports: bool, started: float) -> None:
         print()
         print("| module | self | cumulative |")
         print("| --- | --- | --- |")
-        for name, self_us, cum in import_costs():
+        rows, extra = import_costs()
+        for name, self_us, cum in rows:
             print(f"| {name} | {self_us / 1000:.1f} ms | {cum / 1000:.1f} ms |")
+        print()
+        print(f"Modules the child imports beyond `python -c pass`: {', '.join(extra) or 'none'}.")
     print()
     for note in suite.notes:
         print(f"- {note}")

@@ -1,10 +1,14 @@
-"""bgrun: run allow-listed Python callables as durable background jobs, no broker needed."""
+"""bgrun: run allow-listed Python callables as durable background jobs, no broker needed.
+
+The API is imported lazily: a runner or a job child that imports one bgrun module does
+not pay for the queueing side (inspect, the handle, the resolver) at start-up.
+"""
 
 from __future__ import annotations
 
-from bgrun.config import Config
-from bgrun.context import context_for
-from bgrun.enqueue import Request, enqueue
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from bgrun.errors import (
     AllowlistError,
     BadNameError,
@@ -20,7 +24,11 @@ from bgrun.errors import (
     TargetNotFoundError,
     WaitTimeoutError,
 )
-from bgrun.handle import Job
+
+if TYPE_CHECKING:
+    from bgrun.api import get_job, run_background_job
+    from bgrun.config import Config
+    from bgrun.handle import Job
 
 __all__ = [
     "AllowlistError",
@@ -42,34 +50,11 @@ __all__ = [
     "run_background_job",
 ]
 
-
-def run_background_job(
-    target: str,
-    method: str,
-    params: list[object] | dict[str, object] | None = None,
-    *,
-    retries: int | None = None,
-    delay: float = 0,
-    priority: int | None = None,
-    timeout: float | None = None,
-    unique: str | None = None,
-    check_import: bool = True,
-) -> Job:
-    """Queue `target.method(*params)` (or `(**params)`) as a durable background job.
-
-    Returns at once with a handle whose `.id` names the job. Bad input raises a subclass
-    of BgrunError and stores nothing. `unique`: while a job with that key is waiting or
-    running, return its handle instead of queueing another. `check_import=False` skips
-    importing the target to check that it exists (for callers that must not load it).
-    """
-    config = Config.load()
-    ctx = context_for(config)
-    request = Request(target, method, params, retries, delay, priority, timeout, unique,
-                      check_import)
-    job_id, _ = enqueue(ctx, request)
-    return Job(job_id, config)
+_LAZY = {"run_background_job": "bgrun.api", "get_job": "bgrun.api",
+         "Config": "bgrun.config", "Job": "bgrun.handle"}
 
 
-def get_job(job_id: str) -> Job:
-    """The handle of an existing job (NoSuchJobError if there is none)."""
-    return Job(str(job_id))
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bgrun' has no attribute {name!r}")

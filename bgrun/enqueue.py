@@ -61,13 +61,13 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     Returns (job id, True if a new job was stored). A refusal is written to the error log
     with `job=-` and raised; nothing is stored then.
     """
+    ctx.log.check()  # an unwritable log refuses the job before it is stored
     try:
         job = validate(ctx.config, req)
     except BgrunError as exc:
         ctx.log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
                       status="rejected", error=f"{exc.kind}: {exc}")
         raise
-    ctx.log.check()  # an unwritable log refuses the job before it is stored
     now = time.time()
     job_id, created = ctx.store.insert(job, now)
     if created:

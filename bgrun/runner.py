@@ -59,8 +59,7 @@ class Runner:
             job = self.ctx.store.claim(time.time(), self.slot, os.getpid())
             if job is not None:
                 self.waker.busy()
-                self._spread()
-                if not self._run(job):
+                if not self._run(job):  # spreads once its attempt has started (_child_started)
                     break
                 idle_since = time.monotonic()
                 continue
@@ -137,6 +136,8 @@ class Runner:
 
     def _child_started(self, pid: int, started: float) -> None:
         self.child = (pid, started)
+        # Only now: a job handed back (broken allowlist) must not start a relay of runners.
+        self._spread()
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         """Signal handler: finish (or, with requeue, end and hand back) the job, then exit.

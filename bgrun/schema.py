@@ -41,6 +41,7 @@ CREATE TABLE jobs (
     child_started REAL
 );
 CREATE INDEX jobs_claim ON jobs (priority DESC, ready_at, id) WHERE status = 'waiting';
+CREATE INDEX jobs_next ON jobs (ready_at) WHERE status = 'waiting';
 CREATE INDEX jobs_status ON jobs (status, id);
 CREATE INDEX jobs_target ON jobs (target, id);
 CREATE INDEX jobs_unique ON jobs (unique_key) WHERE unique_key IS NOT NULL;

@@ -138,7 +138,10 @@ class Store:
     def claim(self, now: float, slot: int, runner_pid: int) -> JobRecord | None:
         """Mark the best ready job running (priority desc, then readiness) and count the attempt."""
         return self._claim(
-            "(SELECT id FROM jobs WHERE status = 'waiting' AND held = 0 AND ready_at <= ?"
+            # INDEXED BY: left to itself the planner picks jobs_status and sorts every
+            # waiting job (10 ms at 100,000), against microseconds on the claim index.
+            "(SELECT id FROM jobs INDEXED BY jobs_claim"
+            " WHERE status = 'waiting' AND held = 0 AND ready_at <= ?"
             " ORDER BY priority DESC, ready_at, id LIMIT 1)",
             now, now, slot, runner_pid,
         )
@@ -262,7 +265,9 @@ class Store:
 
     def next_run_at(self) -> float | None:
         """When the earliest waiting job becomes ready (None when nothing waits)."""
-        rows = self._read("SELECT MIN(ready_at) FROM jobs WHERE status = 'waiting'")
+        rows = self._read(
+            "SELECT MIN(ready_at) FROM jobs INDEXED BY jobs_next WHERE status = 'waiting'"
+        )
         value = rows[0][0]
         return None if value is None else float(value)
 

@@ -52,7 +52,8 @@ def test_delay_is_respected(project):
     assert job.status == "scheduled"
     assert job.wait(30) == "completed"
     info = job.info()
-    assert project.marks("delayed")[0]["t"] - queued >= 1.5
+    # Times read in two processes: allow 10 ms for the VM's clock reads (seen: 10 us off).
+    assert project.marks("delayed")[0]["t"] - queued >= 1.5 - 0.01
     events = [e for e in project.events() if e["job"] == job.id]
     assert events[0]["status"] == "scheduled"
     from datetime import datetime

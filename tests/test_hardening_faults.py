@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -221,8 +219,7 @@ def test_allowlist_broken_while_jobs_wait_then_recover(project, fault):
     else:
         allowlist.write_text(good + '\n[jobs."more.__x__"]\nmethods = ["x"]\n')
     time.sleep(2.5)  # past their start time: runners looked, logged, and left
-    wait_until(lambda: not any("bgrun" in " ".join(p.cmdline()) and "_runner_main" in
-                               " ".join(p.cmdline()) for p in _procs(project)), timeout=20)
+    wait_until(lambda: not _runners(project), timeout=20)  # they looked, logged, and left
     for job in jobs:
         info = job.info()
         assert info["status"] == "queued", info
@@ -243,10 +240,15 @@ def test_allowlist_broken_while_jobs_wait_then_recover(project, fault):
     assert_log_is_whole(project.log_dir / EVENTS_LOG)
 
 
-def _procs(project) -> list:
+def _runners(project) -> list[int]:
     from tests.conftest import processes_of
 
-    return processes_of(project.path)
+    found = []
+    for proc in processes_of(project.path):
+        with contextlib.suppress(Exception):  # gone or a zombie meanwhile
+            if "_runner_main" in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+    return found
 
 
 # -- disk full ---------------------------------------------------------------------------
@@ -273,9 +275,8 @@ def _fill(folder: Path, leave: int) -> Path:
     filler = folder / "filler"
     st = os.statvfs(folder)
     free = st.f_bavail * st.f_frsize
-    with open(filler, "wb") as f:
-        with contextlib.suppress(OSError):
-            f.write(b"\0" * max(free - leave, 0))
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * max(free - leave, 0))
     return filler
 
 
@@ -296,7 +297,8 @@ def test_disk_full_store_and_logs(project, monkeypatch):
                 assert "\n" not in str(exc)
                 refused += 1
         assert refused > 0, "the disk never filled"
-        result = project.cli("exec", "jobs", "record", "full", "x", BGRUN_LOG_DIR=str(mount / "logs"))
+        result = project.cli("exec", "jobs", "record", "full", "x",
+                             BGRUN_LOG_DIR=str(mount / "logs"))
         line = one_line(result, ExitCode.UNUSABLE)
         assert "space" in line or "full" in line, line
         assert_log_is_whole(mount / "logs" / EVENTS_LOG)

@@ -3,6 +3,7 @@ jobs across a (simulated) wall-clock jump. Nothing lost, nothing run twice, noth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -178,6 +179,18 @@ def _runner_pids(project) -> list[psutil.Process]:
     return out
 
 
+def _assert_flat(fds: dict[int, list[int]]) -> None:
+    """Each runner's open descriptors stay flat across its attempts (no leak).
+
+    The first looks may catch a runner still starting, before it opened its store."""
+    assert len(fds) >= 1
+    for pid, seen in fds.items():
+        assert max(seen) <= 20, (pid, seen)
+        steady = seen[2:]
+        if len(steady) >= 10:
+            assert max(steady[-5:]) <= max(steady[:5]) + 2, (pid, steady[:5], steady[-5:])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_soak_thousands_of_short_jobs(project, monkeypatch):
@@ -190,10 +203,8 @@ def test_soak_thousands_of_short_jobs(project, monkeypatch):
     def sample() -> None:
         while not stop.is_set():
             for proc in _runner_pids(project):
-                try:
+                with contextlib.suppress(psutil.Error):
                     fds.setdefault(proc.pid, []).append(proc.num_fds())
-                except psutil.Error:
-                    pass
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample)
@@ -224,9 +235,7 @@ def test_soak_thousands_of_short_jobs(project, monkeypatch):
         assert set(marks) == tags and max(marks.values()) == 1
         assert len(project.marks("fail")) == 160  # two attempts each, no more
         # Descriptors of a runner stay flat across hundreds of attempts.
-        for pid, seen in fds.items():
-            assert max(seen) - min(seen) <= 4, (pid, seen[:5], seen[-5:])
-        assert len(fds) >= 1
+        _assert_flat(fds)
     finally:
         stop.set()
         sampler.join()

@@ -53,8 +53,8 @@ def assert_log_is_whole(path: Path) -> list[dict[str, str]]:
 _KEY = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
 _TEXT = st.one_of(
     st.text(),
-    st.lists(st.sampled_from(list('\\"= \n\r\t\x1b\x00\x7f\x85\x9b\u2028\u2029ab')
-                             + ["x1b", "\\x", "\\u", "\\x0a", "\\u2028", '\\"'])).map("".join),
+    st.lists(st.sampled_from([*'\\"= \n\r\t\x1b\x00\x7f\x85\x9b\u2028\u2029ab',
+                              "x1b", "\\x", "\\u", "\\x0a", "\\u2028", '\\"'])).map("".join),
 )
 
 

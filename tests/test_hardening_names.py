@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import unicodedata
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgrun import BadParamsError, BgrunError, NotAllowedError
+from bgrun import BadParamsError, NotAllowedError
 from bgrun.allowlist import load
 from bgrun.errors import ExitCode
 from bgrun.params import encode_params
@@ -61,16 +60,17 @@ CRAFTED: list[tuple[str, str]] = [
     ("jobs", "__init__"), ("jobs", "__class__"), ("jobs", "_mark"), ("jobs.Greeter", "_private"),
     ("jobs.Greeter", "__init__"), ("jobs.Greeter.greet", "run"), ("jobs.os", "system"),
     ("jobs", "os"), ("jobs", "subprocess"), ("jobs.subprocess", "run"),
-    ("poison", LONG), (LONG, "run"), ("poison." + LONG, "run"), (".".join(["poison"] * 2000), "run"),
-    ("poison\x1b[2J", "run"), ("poison\x85", "run"), ("poison\u200b", "run"), ("\ufeffpoison", "run"),
+    ("poison", LONG), (LONG, "run"), ("poison." + LONG, "run"),
+    (".".join(["poison"] * 2000), "run"), ("poison\x1b[2J", "run"), ("poison\x85", "run"),
+    ("poison\u200b", "run"), ("\ufeffpoison", "run"),
     ("poison", "r\u0075n\u0308"), ("poison/run", "run"), ("../poison", "run"), ("poison;", "run"),
     ("jobs", "noop;import poison"), ("__import__('poison')", "run"), ("poison", "run()"),
 ]
 
 _IDENT = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
 _WEIRD_CHAR = st.sampled_from(
-    list("\x00\n\r\t\x0b\x0c\x1b\x7f\x85\xa0\u2028\u2029\u200b\ufeff .-_/\\'\"$;()[]")
-    + ["\u043e", "\u017f", "\uff50", "\u0308", "\U0001d52d"]
+    [*"\x00\n\r\t\x0b\x0c\x1b\x7f\x85\xa0\u2028\u2029\u200b\ufeff .-_/\\'\"$;()[]",
+     "\u043e", "\u017f", "\uff50", "\u0308", "\U0001d52d"]
 )
 
 
@@ -233,7 +233,8 @@ _LEAF = st.one_of(
 _POISON = st.one_of(
     st.just(float("nan")), st.just(float("inf")), st.just(float("-inf")),
     st.builds(set), st.binary(max_size=4), st.builds(_Obj), st.just((1, 2)),
-    st.integers(0, 3).map(lambda n: 10 ** (5000 + n)), st.just(1j), st.just("\ud800"), st.just(b"bytes"),
+    st.integers(0, 3).map(lambda n: 10 ** (5000 + n)), st.just(1j), st.just("\ud800"),
+    st.just(b"bytes"),
     st.just(frozenset()), st.builds(object),
 )
 

@@ -1,0 +1,40 @@
+"""The public functions: queue a job, and find one again."""
+
+from __future__ import annotations
+
+from bgrun.config import Config
+from bgrun.context import context_for
+from bgrun.enqueue import Request, enqueue
+from bgrun.handle import Job
+
+
+def run_background_job(
+    target: str,
+    method: str,
+    params: list[object] | dict[str, object] | None = None,
+    *,
+    retries: int | None = None,
+    delay: float = 0,
+    priority: int | None = None,
+    timeout: float | None = None,
+    unique: str | None = None,
+    check_import: bool = True,
+) -> Job:
+    """Queue `target.method(*params)` (or `(**params)`) as a durable background job.
+
+    Returns at once with a handle whose `.id` names the job. Bad input raises a subclass
+    of BgrunError and stores nothing. `unique`: while a job with that key is waiting or
+    running, return its handle instead of queueing another. `check_import=False` skips
+    importing the target to check that it exists (for callers that must not load it).
+    """
+    config = Config.load()
+    ctx = context_for(config)
+    request = Request(target, method, params, retries, delay, priority, timeout, unique,
+                      check_import)
+    job_id, _ = enqueue(ctx, request)
+    return Job(job_id, config)
+
+
+def get_job(job_id: str) -> Job:
+    """The handle of an existing job (NoSuchJobError if there is none)."""
+    return Job(str(job_id))
