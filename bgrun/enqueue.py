@@ -6,7 +6,7 @@ import inspect
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bgrun import allowlist
@@ -69,6 +69,7 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
                       status="rejected", error=f"{exc.kind}: {exc}")
         raise
     now = time.time()
+    job = replace(job, run_at=now + req.delay)  # the delay counts from the stored created_at
     job_id, created = ctx.store.insert(job, now)
     if created:
         try:

@@ -9,12 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from filelock import FileLock
-
 from bgrun.attempt import Verdict, run_attempt
 from bgrun.context import Context
 from bgrun.enqueue import Request, validate
 from bgrun.follow import follow
+from bgrun.locks import FileLock
 from bgrun.records import JobRecord
 from bgrun.settle import record
 from bgrun.slots import slot_lock
@@ -45,7 +44,7 @@ def run_foreground(ctx: Context, req: Request, write: Callable[[bytes], object])
                 break
             time.sleep(max(0.0, ctx.store.get(job_id).run_at - time.time()))
     with contextlib.suppress(OSError):
-        os.unlink(lock.lock_file)  # per-pid lock files would pile up otherwise
+        os.unlink(lock.path)  # per-pid lock files would pile up otherwise
     return ctx.store.get(job_id)
 
 

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from filelock import FileLock
-
 from bgrun.errors import ConfigError
 from bgrun.files import open_append
+from bgrun.locks import FileLock
 
 EVENTS_LOG = "background_jobs.log"
 ERRORS_LOG = "background_jobs_errors.log"
@@ -87,7 +86,7 @@ class EventLog:
         self.log_dir = log_dir
         self.max_bytes = max_bytes
         self.backups = backups
-        self._lock = FileLock(log_dir / ".logs.lock", mode=0o600)
+        self._lock = FileLock(log_dir / ".logs.lock")
 
     def event(
         self,

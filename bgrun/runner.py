@@ -19,12 +19,11 @@ import time
 import traceback
 from types import FrameType
 
-from filelock import FileLock
-
 from bgrun.attempt import run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BgrunError, ConfigError
+from bgrun.locks import FileLock
 from bgrun.proctree import terminate_tree
 from bgrun.records import JobRecord
 from bgrun.settle import record, settle_orphans, start_runner
@@ -81,7 +80,7 @@ class Runner:
             return True
         # Only scheduled jobs wait: one runner, the keeper, stays for them.
         if self.keeper is None:
-            keeper = FileLock(self.ctx.state / "keeper.lock", mode=0o600, thread_local=False)
+            keeper = FileLock(self.ctx.state / "keeper.lock")
             if try_acquire(keeper):
                 self.keeper = keeper
         return self.keeper is None

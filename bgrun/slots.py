@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from bgrun.files import private_dir
+from bgrun.locks import FileLock
 
 WINDOWS = sys.platform == "win32"
 
@@ -34,16 +33,12 @@ def state_dir(store: Path) -> Path:
 
 def slot_lock(state: Path, slot: int) -> FileLock:
     """The lock of runner slot `slot` (not yet acquired)."""
-    return FileLock(state / f"slot-{slot}.lock", mode=0o600, thread_local=False)
+    return FileLock(state / f"slot-{slot}.lock")
 
 
 def try_acquire(lock: FileLock) -> bool:
     """Take `lock` if nobody holds it, without waiting."""
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return False
-    return True
+    return lock.acquire(timeout=0)
 
 
 def take_free_slot(state: Path, concurrency: int) -> tuple[int, FileLock] | None:
