@@ -24,7 +24,6 @@ from bgrun.errors import AllowlistError, RefusedError
 from bgrun.files import open_append
 from bgrun.launcher import start_child
 from bgrun.params import decode_params
-from bgrun.proctree import kill_tree, process_start, terminate_tree
 from bgrun.records import JobRecord, iso
 from bgrun.store import Store
 
@@ -87,6 +86,10 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
             proc.stdin.close()
         except OSError:
             pass  # the child died at once: its exit status tells
+    # psutil (about 20 ms to import) is first needed here, after the child has started:
+    # a runner's cold start does not wait for it.
+    from bgrun.proctree import process_start
+
     started = process_start(proc.pid)
     store.set_child(job.id, proc.pid, started)
     if on_start is not None:
@@ -114,6 +117,8 @@ def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
 def _supervise(config: Config, store: Store, job: JobRecord,
                proc: forkrun.ChildProcess, started: float) -> Verdict | None:
     """Wait for the child; end its tree on timeout or cancel (then return that verdict)."""
+    from bgrun import proctree
+
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
     waiter = _ExitWaiter(proc)
     try:
@@ -123,11 +128,12 @@ def _supervise(config: Config, store: Store, job: JobRecord,
             if waiter.wait(max(wait, 0.0)):
                 return None
             if deadline is not None and time.monotonic() >= deadline:
-                kill_tree(proc.pid, started, marker(job, os.getpid()))
+                proctree.kill_tree(proc.pid, started, marker(job, os.getpid()))
                 proc.wait()
                 return Verdict("failed", f"Timeout: ran longer than {job.timeout:g} s")
             if store.is_cancel_requested(job.id):
-                terminate_tree(proc.pid, started, config.cancel_grace, marker(job, os.getpid()))
+                proctree.terminate_tree(proc.pid, started, config.cancel_grace,
+                                        marker(job, os.getpid()))
                 proc.wait()
                 return Verdict("cancelled", "Cancelled: cancelled while it ran", retryable=False)
     finally:

@@ -24,7 +24,6 @@ from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BgrunError, ConfigError
 from bgrun.locks import FileLock
-from bgrun.proctree import terminate_tree
 from bgrun.records import JobRecord
 from bgrun.settle import record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
@@ -146,6 +145,8 @@ class Runner:
         self.stopping = True
         child = self.child
         if child is not None and self.requeue_on_stop:
+            from bgrun.proctree import terminate_tree
+
             terminate_tree(child[0], child[1], grace=0.0)
 
 

@@ -15,7 +15,6 @@ from bgrun.attempt import Verdict, _read_verdict, marker
 from bgrun.context import RUNNER_SCRIPT, Context, runner_python
 from bgrun.launcher import start_detached
 from bgrun.policy import compute_backoff, may_retry
-from bgrun.proctree import kill_tree
 from bgrun.records import JobRecord
 from bgrun.slots import any_slot_free, poke, slot_if_dead
 
@@ -56,6 +55,8 @@ def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
         return False
     child = ctx.store.child_of(job_id)
     if child is not None:
+        from bgrun.proctree import kill_tree  # psutil: only paid for when settling
+
         kill_tree(child[0], child[1], marker(job, job.runner_pid or 0))
     result_path = ctx.config.log_dir / "jobs" / f"{job_id}.result"
     verdict = _read_verdict(-9, result_path, ctx.config.max_result_bytes)

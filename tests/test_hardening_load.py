@@ -204,7 +204,8 @@ def test_soak_thousands_of_short_jobs(project, monkeypatch):
         while not stop.is_set():
             for proc in _runner_pids(project):
                 with contextlib.suppress(psutil.Error):
-                    fds.setdefault(proc.pid, []).append(proc.num_fds())
+                    count = proc.num_fds()  # read first: a runner that just left has none
+                    fds.setdefault(proc.pid, []).append(count)
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample)
