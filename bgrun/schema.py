@@ -79,3 +79,11 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse, without writing to it, an SQLite file that is not a bgrun store."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == 0 and db.execute(
+        "SELECT count(*) FROM sqlite_master"
+    ).fetchone()[0]:
+        raise StoreError(f"{path} is an SQLite file but not a bgrun store; left as it is")

@@ -14,13 +14,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from bgrun.errors import InvalidStateError, NoSuchJobError, StoreError
 from bgrun.files import touch_private
+from bgrun.jobrows import LaunchSpec, NewJob, job_key, status_filter
 from bgrun.records import WAITING, AttemptRecord, JobRecord
-from bgrun.schema import migrate
+from bgrun.schema import migrate, refuse_foreign
+
+__all__ = ["LaunchSpec", "NewJob", "Store"]
 
 _COLUMNS = (
     "id, target, method, params, status, priority, attempts, retries, timeout, unique_key,"
@@ -28,33 +30,6 @@ _COLUMNS = (
     " cancel_requested, runner_pid, child_pid"
 )
 _ACTIVE = ("waiting", "running")
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """Everything needed to store a job that passed validation."""
-
-    target: str
-    method: str
-    params_json: str
-    priority: int
-    retries: int
-    timeout: float | None
-    run_at: float
-    cwd: str
-    python: str
-    env_json: str
-    allowlist: str
-    unique_key: str | None = None
-    held: int = 0  # a foreground `bgrun run` holds its job away from runners
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """The private part of a claimed job a runner needs to start its attempt."""
-
-    python: str
-    env_json: str
 
 
 class Store:
@@ -69,7 +44,7 @@ class Store:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            _refuse_foreign(self._db, path)  # before WAL, which would rewrite its header
+            refuse_foreign(self._db, path)  # before WAL, which would rewrite its header
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(
@@ -282,7 +257,7 @@ class Store:
 
     def get(self, job_id: str) -> JobRecord:
         """One job, or NoSuchJobError."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (key,))  # noqa: S608
         if not rows:
             raise NoSuchJobError(f"no job {job_id}")
@@ -299,13 +274,13 @@ class Store:
     ) -> list[JobRecord]:
         """Jobs newest first, filtered by status word and target, paged by `before` id."""
         now = time.time() if now is None else now
-        where, args = _status_filter(status, now)
+        where, args = status_filter(status, now)
         if target:
             where.append("target = ?")
             args.append(target)
         if before is not None:
             where.append("id < ?")
-            args.append(_job_key(before))
+            args.append(job_key(before))
         sql = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 - constant parts, values bound
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -330,13 +305,13 @@ class Store:
         rows = self._read(
             "SELECT number, started_at, finished_at, outcome, error FROM attempts"
             " WHERE job_id = ? ORDER BY rowid",
-            (_job_key(job_id),),
+            (job_key(job_id),),
         )
         return [AttemptRecord(*r) for r in rows]
 
     def cancel(self, job_id: str, now: float) -> JobRecord:
         """Cancel a waiting job at once, or flag a running one for its runner to end."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         with self._write() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (key,)).fetchone()
             if row is None:
@@ -355,12 +330,12 @@ class Store:
 
     def is_cancel_requested(self, job_id: str) -> bool:
         """True once someone asked to cancel the job."""
-        rows = self._read("SELECT cancel_requested FROM jobs WHERE id = ?", (_job_key(job_id),))
+        rows = self._read("SELECT cancel_requested FROM jobs WHERE id = ?", (job_key(job_id),))
         return bool(rows and rows[0][0])
 
     def retry(self, job_id: str, now: float) -> JobRecord:
         """Queue a failed or cancelled job again, under the same id, attempts from 0."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         with self._write() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (key,)).fetchone()
             if row is None:
@@ -378,7 +353,7 @@ class Store:
 
     def delete(self, job_ids: list[str]) -> list[str]:
         """Delete finished jobs among `job_ids`; return the ids deleted."""
-        keys = [_job_key(j) for j in job_ids]
+        keys = [job_key(j) for j in job_ids]
         deleted: list[str] = []
         with self._write() as db:
             for key in keys:
@@ -408,31 +383,3 @@ class Store:
         values[19] = bool(values[19])
         values.append(str(self.output_dir / f"{job_id}.log"))
         return JobRecord(*values)
-
-
-def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse, without writing to it, an SQLite file that is not a bgrun store."""
-    if db.execute("PRAGMA user_version").fetchone()[0] == 0 and db.execute(
-        "SELECT count(*) FROM sqlite_master"
-    ).fetchone()[0]:
-        raise StoreError(f"{path} is an SQLite file but not a bgrun store; left as it is")
-
-
-def _job_key(job_id: str) -> int:
-    try:
-        key = int(job_id)
-    except (TypeError, ValueError):
-        raise NoSuchJobError(f"no job {str(job_id)[:40]!r}: job ids are whole numbers") from None
-    if key <= 0 or key >= 2**63:
-        raise NoSuchJobError(f"no job {job_id}")
-    return key
-
-
-def _status_filter(status: str | None, now: float) -> tuple[list[str], list[object]]:
-    if status is None:
-        return [], []
-    if status == "queued":
-        return ["status = 'waiting'", "ready_at <= ?"], [now]
-    if status == "scheduled":
-        return ["status = 'waiting'", "ready_at > ?"], [now]
-    return ["status = ?"], [status]
