@@ -30,6 +30,7 @@ _COLUMNS = (
     " cancel_requested, runner_pid, child_pid"
 )
 _ACTIVE = ("waiting", "running")
+OPEN_TIMEOUT = 30.0  # seconds to keep trying a store that other processes are opening
 
 
 class Store:
@@ -39,24 +40,45 @@ class Store:
         self.path = path
         self.output_dir = output_dir
         self._lock = threading.Lock()
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while True:
+            try:
+                self._db = self._connect(synchronous)
+                return
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL, and WAL recovery, can answer "locked" at once,
+                # without SQLite's busy handler, while other processes open it too.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"store {path} is unusable ({exc});"
+                                     " it was left as it is") from None
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {path} is unusable ({exc});"
+                                 " it was left as it is") from None
+            except OSError as exc:
+                raise StoreError(f"store {path} cannot be opened: {exc.strerror or exc}"
+                                 ) from None
+            time.sleep(0.02)
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        touch_private(self.path)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
         try:
-            touch_private(path)
-            self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            refuse_foreign(self._db, path)  # before WAL, which would rewrite its header
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            refuse_foreign(db, self.path)  # before WAL, which would rewrite its header
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":  # WAL is a property of the file: set once, by its creator
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(
-                    f"store {path}: SQLite cannot use WAL there (a network file system?):"
-                    " put BGRUN_STORE on a local disk"
+                    f"store {self.path}: SQLite cannot use WAL there (a network file"
+                    " system?): put BGRUN_STORE on a local disk"
                 )
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            migrate(self._db, path)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {path} is unusable ({exc}); it was left as it is") from None
-        except OSError as exc:
-            raise StoreError(f"store {path} cannot be opened: {exc.strerror or exc}") from None
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            migrate(db, self.path)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         """Close the connection (the file stays)."""

@@ -111,16 +111,19 @@ def test_pid_reuse_does_not_make_settling_signal_a_stranger(project):
     job = run_background_job("jobs", "record", ["reuse", None, 30])
     wait_until(lambda: project.marks("reuse"))
     time.sleep(0.1)  # start times are read in clock ticks (10 ms): be a tick apart at least
+    child = psutil.Process(project.marks("reuse")[0]["pid"])
+    started = child.create_time()
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        for runner in runner_processes(project):
-            runner.kill()
-        psutil.wait_procs(runner_processes(project), timeout=5)
-        child = project.ctx.store.child_of(job.id)
-        assert child is not None
-        psutil.Process(child[0]).kill()
+        runners = runner_processes(project)
+        for runner in runners:  # stopped, not dead: their locks hold, nobody settles yet
+            runner.suspend()
+        child.kill()
         # The job's pid now "belongs" to the stranger, which started at another time.
-        project.ctx.store.set_child(job.id, stranger.pid, child[1])
+        project.ctx.store.set_child(job.id, stranger.pid, started)
+        for runner in runners:
+            runner.kill()
+        psutil.wait_procs(runners, timeout=5)
         assert job.wait(10) == "failed"
         assert stranger.poll() is None  # untouched
     finally:

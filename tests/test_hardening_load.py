@@ -38,9 +38,9 @@ def enqueue_from(project, procs: int, each: int, name: str) -> list[str]:
     started = [subprocess.Popen([sys.executable, "-c", ENQUEUER, str(p), str(each), name],
                                 cwd=project.path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for p in range(procs)]
+    results = [(proc, *proc.communicate(timeout=240)) for proc in started]  # all pipes read
     ids: list[str] = []
-    for proc in started:
-        out, err = proc.communicate(timeout=240)
+    for proc, out, err in results:
         assert proc.returncode == 0, err[-2000:]
         assert "locked" not in err and err == "", err[-2000:]
         ids += json.loads(out)
