@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bgrun.context import Context
 from bgrun.errors import InvalidStateError, WaitTimeoutError
-from bgrun.records import JobRecord, JobStatus
+from bgrun.records import JobRecord
 from bgrun.settle import ensure_runner, recover, settle_orphans
 
 __all__ = ["recover", "settle_orphans"]
@@ -89,9 +89,3 @@ def read_output(ctx: Context, job_id: str) -> bytes:
         return Path(job.output).read_bytes()
     except FileNotFoundError:
         return b""
-
-
-def is_finished(job: JobRecord) -> bool:
-    """True once the job has reached completed, failed or cancelled."""
-    return job.status_at(time.time()) in (JobStatus.COMPLETED, JobStatus.FAILED,
-                                          JobStatus.CANCELLED)

@@ -83,7 +83,11 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
 
 def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
     """Refuse, without writing to it, an SQLite file that is not a bgrun store."""
-    if db.execute("PRAGMA user_version").fetchone()[0] == 0 and db.execute(
-        "SELECT count(*) FROM sqlite_master"
-    ).fetchone()[0]:
+    # One statement, so one snapshot: read apart, another process creating the store
+    # could commit between the two reads and make a new bgrun store look foreign.
+    version, tables = db.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version),"
+        " (SELECT count(*) FROM sqlite_master)"
+    ).fetchone()
+    if version == 0 and tables:
         raise StoreError(f"{path} is an SQLite file but not a bgrun store; left as it is")
