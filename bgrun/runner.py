@@ -50,6 +50,7 @@ class Runner:
         """Run jobs until there is nothing left to do (or a stop signal)."""
         settle_orphans(self.ctx, my_slot=self.slot)
         idle_since = last_settle = time.monotonic()
+        looked_again = False
         while not self.stopping:
             if time.monotonic() - last_settle >= SETTLE_EVERY:
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
@@ -60,15 +61,19 @@ class Runner:
                 if not self._run(job):  # spreads once its attempt has started (_child_started)
                     break
                 idle_since = time.monotonic()
+                looked_again = False
                 continue
             self.waker.idle()
             next_at = self.ctx.store.next_run_at()  # once more, now that callers can wake us
             now = time.time()
-            if next_at is not None and next_at <= now:
+            due = next_at is not None and next_at <= now
+            if due and not looked_again:
+                looked_again = True  # a job became ready meanwhile: claim it now
                 continue
+            looked_again = False  # (a second miss is not retried at once: no busy loop)
             if self._may_leave(next_at, idle_since) and self._leave():
                 return
-            wait = self.ctx.config.tick if next_at is None else next_at - now
+            wait = next_at - now if next_at is not None and not due else self.ctx.config.tick
             self.waker.sleep(min(wait, self.ctx.config.tick))
         self.waker.busy()
 

@@ -261,9 +261,10 @@ class Store:
             return bool(cur.rowcount)
 
     def next_run_at(self) -> float | None:
-        """When the earliest waiting job becomes ready (None when nothing waits)."""
+        """When the earliest job a runner may claim becomes ready (None when none waits)."""
         rows = self._read(
-            "SELECT MIN(ready_at) FROM jobs INDEXED BY jobs_next WHERE status = 'waiting'"
+            "SELECT MIN(ready_at) FROM jobs INDEXED BY jobs_next"
+            " WHERE status = 'waiting' AND held = 0"  # held jobs are a foreground's own
         )
         value = rows[0][0]
         return None if value is None else float(value)

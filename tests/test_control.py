@@ -271,3 +271,29 @@ def test_random_kills_lose_no_job_and_leave_none_stuck(project):
     assert all(f["attempts"] == 3 or f["error"].startswith(("RunnerLost", "Crashed"))
                for f in failed)
     os.environ.get("CI") and print(f"{len(completed)} completed, {len(failed)} failed")
+
+
+def test_runner_does_not_spin_on_a_ready_job_it_may_not_claim(project):
+    """A job held by a live foreground `bgrun run` is ready, but not a runner's to take."""
+    from dataclasses import replace
+
+    from bgrun.enqueue import Request, validate
+    from bgrun.settle import start_runner
+    from bgrun.slots import slot_lock
+
+    ctx = project.ctx
+    holder = slot_lock(ctx.state, -os.getpid())
+    assert holder.acquire(timeout=0)
+    try:
+        job = replace(validate(ctx.config, Request("jobs", "noop")), held=-os.getpid())
+        job_id, _ = ctx.store.insert(job, time.time())
+        start_runner(ctx)
+        runner = wait_until(lambda: runner_processes(project), timeout=10)[0]
+        before = runner.cpu_times()
+        time.sleep(1.0)
+        after = runner.cpu_times()
+        busy = (after.user + after.system) - (before.user + before.system)
+        assert busy < 0.3, f"the runner spun: {busy:.2f} s of CPU in 1 s"
+        assert ctx.store.get(job_id).stored_status == "waiting"  # still the holder's
+    finally:
+        holder.release()
