@@ -95,7 +95,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     if on_start is not None:
         on_start(proc.pid, started)
     ended = _supervise(config, store, job, proc, started)
-    return ended or _read_verdict(proc.wait(), result_path, config.max_result_bytes)
+    return ended or read_verdict(proc.wait(), result_path, config.max_result_bytes)
 
 
 def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
@@ -170,7 +170,11 @@ class _ExitWaiter:
             os.close(self.fd)
 
 
-def _read_verdict(returncode: int, result_path: Path, limit: int) -> Verdict:
+def read_verdict(returncode: int, result_path: Path, limit: int) -> Verdict:
+    """The attempt's verdict: what the child wrote in its result file, else its exit status.
+
+    The file is removed once read, so a verdict is read once.
+    """
     try:
         data = marshal.loads(result_path.read_bytes())  # noqa: S302 - plain data, our child
     except (OSError, EOFError, ValueError, TypeError):

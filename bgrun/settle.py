@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from bgrun.attempt import Verdict, _read_verdict, marker
+from bgrun.attempt import Verdict, marker, read_verdict
 from bgrun.context import RUNNER_SCRIPT, Context, runner_python
 from bgrun.launcher import start_detached
 from bgrun.policy import compute_backoff, may_retry
@@ -59,7 +59,7 @@ def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
 
         kill_tree(child[0], child[1], marker(job, job.runner_pid or 0))
     result_path = ctx.config.log_dir / "jobs" / f"{job_id}.result"
-    verdict = _read_verdict(-9, result_path, ctx.config.max_result_bytes)
+    verdict = read_verdict(-9, result_path, ctx.config.max_result_bytes)
     if verdict.outcome != "completed":
         verdict = Verdict("failed", f"RunnerLost: the runner (pid {job.runner_pid}) died"
                           " while the job ran")
