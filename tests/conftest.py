@@ -50,6 +50,11 @@ class Project:
             text=True, timeout=timeout, env={**os.environ, **env},
         )
 
+    def python(self, code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `python -c CODE` here: a fresh interpreter, as a user's script would be."""
+        return subprocess.run([sys.executable, "-c", code], cwd=self.path,
+                              capture_output=True, text=True, timeout=timeout)
+
     def show(self, job_id: str) -> dict[str, Any]:
         result = self.cli("show", job_id, "--json")
         assert result.returncode == 0, result.stderr
@@ -105,6 +110,18 @@ def processes_of(folder: Path) -> list[psutil.Process]:
             continue
         if env.get("JOBS_MARKS", "").startswith(str(folder)):
             found.append(proc)
+    return found
+
+
+def runner_processes(project: Project) -> list[psutil.Process]:
+    """Live runners of this project (job children excluded)."""
+    found = []
+    for proc in processes_of(project.path):
+        try:
+            if any("_runner_main.py" in part for part in proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
     return found
 
 

@@ -14,19 +14,7 @@ import psutil
 import pytest
 
 from bgrun import run_background_job
-from tests.conftest import processes_of, wait_until
-
-
-def runner_processes(project) -> list[psutil.Process]:
-    """Live runners of this project (job children excluded: they carry BGRUN_JOB_TAG)."""
-    found = []
-    for proc in processes_of(project.path):
-        try:
-            if "_runner_main.py" in " ".join(proc.cmdline()):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+from tests.conftest import processes_of, runner_processes, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -158,8 +146,7 @@ def test_long_lived_caller_leaves_no_zombies(project):
         "kids = psutil.Process().children()\n"
         "print(sum(k.status() == psutil.STATUS_ZOMBIE for k in kids), len(kids))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=project.path, capture_output=True,
-                         text=True, timeout=240)
+    out = project.python(script, timeout=240)
     assert out.returncode == 0, out.stderr
     zombies, children = out.stdout.split()
     assert zombies == "0" and children == "0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 import time
 
@@ -203,8 +202,7 @@ def test_refused_names_are_never_imported(project):
         "        print(type(exc).__name__)\n"
         "print('poison' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=project.path, capture_output=True,
-                         text=True, timeout=60)
+    out = project.python(script)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split()
     assert lines[-1] == "False"

@@ -18,7 +18,7 @@ import pytest
 
 from bgrun import get_job, run_background_job
 from bgrun.joblog import EVENTS_LOG
-from tests.conftest import processes_of, wait_until
+from tests.conftest import processes_of, runner_processes, wait_until
 from tests.test_hardening_logs import assert_log_is_whole
 
 ENQUEUER = r"""
@@ -168,17 +168,6 @@ def test_clock_jump_backward_does_not_run_early_or_lose_the_job(project):
 # -- soak ----------------------------------------------------------------------------------
 
 
-def _runner_pids(project) -> list[psutil.Process]:
-    out = []
-    for proc in processes_of(project.path):
-        try:
-            if any("_runner_main" in part for part in proc.cmdline()):
-                out.append(proc)
-        except psutil.Error:
-            continue
-    return out
-
-
 def _assert_flat(fds: dict[int, list[int]]) -> None:
     """Each runner's open descriptors stay flat across its attempts (no leak).
 
@@ -202,7 +191,7 @@ def test_soak_thousands_of_short_jobs(project, monkeypatch):
 
     def sample() -> None:
         while not stop.is_set():
-            for proc in _runner_pids(project):
+            for proc in runner_processes(project):
                 with contextlib.suppress(psutil.Error):
                     count = proc.num_fds()  # read first: a runner that just left has none
                     fds.setdefault(proc.pid, []).append(count)
