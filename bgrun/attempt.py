@@ -24,6 +24,8 @@ from bgrun.errors import AllowlistError, RefusedError
 from bgrun.files import open_append
 from bgrun.launcher import start_child
 from bgrun.params import decode_params
+from bgrun.preload import PRELOADED
+from bgrun.procstart import process_start
 from bgrun.records import JobRecord, iso
 from bgrun.store import Store
 
@@ -71,7 +73,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     try:
         os.write(out_fd, f"--- bgrun: attempt {job.attempts} started {iso(time.time())}\n".encode())
         proc: forkrun.ChildProcess
-        if forkrun.usable(config, launch.python, env):  # warm fork mode (POSIX)
+        if _may_fork(config, job, launch.python, env):  # warm fork mode (POSIX)
             proc = forkrun.start_forked(spec, cwd=job.cwd, env=env, output_fd=out_fd)
         else:
             proc = start_child([launch.python, CHILD_SCRIPT], cwd=job.cwd, env=env,
@@ -86,16 +88,23 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
             proc.stdin.close()
         except OSError:
             pass  # the child died at once: its exit status tells
-    # psutil (about 20 ms to import) is first needed here, after the child has started:
-    # a runner's cold start does not wait for it.
-    from bgrun.proctree import process_start
-
     started = process_start(proc.pid)
     store.set_child(job.id, proc.pid, started)
     if on_start is not None:
         on_start(proc.pid, started)
     ended = _supervise(config, store, job, proc, started)
     return ended or read_verdict(proc.wait(), result_path, config.max_result_bytes)
+
+
+def _may_fork(config: Config, job: JobRecord, python: str, env: dict[str, str]) -> bool:
+    """True to fork this attempt from the runner (preloading its module first if asked)."""
+    if not forkrun.usable(config, python, env):
+        return False
+    if not config.preload:
+        return True
+    PRELOADED.load(job.target, job.cwd)
+    # Spawn when the preloaded files changed (stale code), or if an import started a thread.
+    return not PRELOADED.is_stale() and forkrun.usable(config, python, env)
 
 
 def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
@@ -116,9 +125,10 @@ def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
 
 def _supervise(config: Config, store: Store, job: JobRecord,
                proc: forkrun.ChildProcess, started: float) -> Verdict | None:
-    """Wait for the child; end its tree on timeout or cancel (then return that verdict)."""
-    from bgrun import proctree
+    """Wait for the child; end its tree on timeout or cancel (then return that verdict).
 
+    psutil (about 20 ms to import) is only imported to end a tree: most runners never do.
+    """
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
     waiter = _ExitWaiter(proc)
     try:
@@ -128,10 +138,14 @@ def _supervise(config: Config, store: Store, job: JobRecord,
             if waiter.wait(max(wait, 0.0)):
                 return None
             if deadline is not None and time.monotonic() >= deadline:
+                from bgrun import proctree
+
                 proctree.kill_tree(proc.pid, started, marker(job, os.getpid()))
                 proc.wait()
                 return Verdict("failed", f"Timeout: ran longer than {job.timeout:g} s")
             if store.is_cancel_requested(job.id):
+                from bgrun import proctree
+
                 proctree.terminate_tree(proc.pid, started, config.cancel_grace,
                                         marker(job, os.getpid()))
                 proc.wait()

@@ -39,6 +39,7 @@ class Config:
     log_max_bytes: int = 10 << 20
     log_backups: int = 5
     mode: str = DEFAULT_MODE
+    preload: bool = False  # fork mode: import each job's module once, in the runner
 
     @classmethod
     def load(
@@ -69,6 +70,7 @@ class Config:
             log_max_bytes=_int(env, "BGRUN_LOG_MAX_BYTES", defaults.log_max_bytes, 0),
             log_backups=_int(env, "BGRUN_LOG_BACKUPS", defaults.log_backups, 0),
             mode=_choice(env, "BGRUN_MODE", defaults.mode, ("spawn", "fork")),
+            preload=_bool(env, "BGRUN_PRELOAD", defaults.preload),
         )
 
     def as_environ(self) -> dict[str, str]:
@@ -83,12 +85,14 @@ class Config:
             "max_params_depth": "BGRUN_MAX_PARAMS_DEPTH",
             "max_result_bytes": "BGRUN_MAX_RESULT_BYTES",
             "log_max_bytes": "BGRUN_LOG_MAX_BYTES", "log_backups": "BGRUN_LOG_BACKUPS",
-            "mode": "BGRUN_MODE",
+            "mode": "BGRUN_MODE", "preload": "BGRUN_PRELOAD",
         }
         out = {}
         for field in fields(self):
             value = getattr(self, field.name)
-            if value is not None:
+            if isinstance(value, bool):
+                out[names[field.name]] = "1" if value else "0"
+            elif value is not None:
                 out[names[field.name]] = str(value)
         return out
 
@@ -156,6 +160,19 @@ def _float(
         upper = f" and at most {high}" if high is not None else ""
         raise ConfigError(f"{name}={raw!r} must be at least {low}{upper}")
     return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(_TRUE + _FALSE)}")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -5,8 +5,8 @@ its warm, single-threaded self: no interpreter start-up, no site import. The for
 keeps every guarantee of a spawned one before any user code runs:
 
 - its own session (`os.setsid`), so a timeout or a cancel ends its whole group;
-- the job's working directory, with it first on `sys.path`, and `os.environ` replaced by
-  the job's environment (so `TZ` is re-read too);
+- the job's working directory, with it first on `sys.path`, and `os.environ` made the
+  job's environment (and `TZ` re-read where it differs);
 - stdin from /dev/null, stdout and stderr to the job's output file;
 - every inherited descriptor above 2 closed: the runner's slot lock (a flock belongs to
   the open file, so a child holding a copy would keep a dead runner's slot), its SQLite
@@ -146,7 +146,7 @@ def start_forked(spec: dict[str, object], *, cwd: str, env: Mapping[str, str],
         raise OSError("fork mode is POSIX only")
     else:
         os.stat(cwd)  # fail here, as a spawn would, rather than in the child
-        child_env = dict(env)
+        changes = environ_changes(os.environ, env)
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
             for stream in (sys.stdout, sys.stderr):
@@ -154,14 +154,26 @@ def start_forked(spec: dict[str, object], *, cwd: str, env: Mapping[str, str],
                     stream.flush()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the forked child
-                _in_child(spec, cwd, child_env, devnull, output_fd)
+                _in_child(spec, cwd, changes, devnull, output_fd)
         finally:
             os.close(devnull)
         return ForkedChild(pid)
 
 
-def _in_child(spec: dict[str, object], cwd: str, env: dict[str, str], devnull: int,
-              output_fd: int) -> None:  # pragma: no cover - runs in the forked child
+def environ_changes(current: Mapping[str, str], wanted: Mapping[str, str]
+                    ) -> tuple[list[str], dict[str, str]]:
+    """What turns `current` into `wanted`: (names to remove, names to set).
+
+    Worked out in the runner, before the fork: every object a forked child touches costs
+    it a copied page, and a job's environment is usually the runner's but for a few names.
+    """
+    remove = [key for key in current if key not in wanted]
+    assign = {key: value for key, value in wanted.items() if current.get(key) != value}
+    return remove, assign
+
+
+def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[str, str]],
+              devnull: int, output_fd: int) -> None:  # pragma: no cover - forked child
     """Become the job's process, then run it; never returns."""
     if sys.platform == "win32":
         return
@@ -175,8 +187,12 @@ def _in_child(spec: dict[str, object], cwd: str, env: dict[str, str], devnull: i
             os.dup2(output_fd, 2)
             os.closerange(3, _max_fd())
             os.chdir(cwd)
-            _replace_environ(env)
-            time.tzset()
+            remove, assign = changes
+            for key in remove:
+                del os.environ[key]
+            os.environ.update(assign)  # and the C environment: putenv, unsetenv
+            if "TZ" in assign or "TZ" in remove:
+                time.tzset()
             sys.argv = [_child.__file__]
             sys.path[0] = cwd
             import atexit
@@ -191,17 +207,6 @@ def _in_child(spec: dict[str, object], cwd: str, env: dict[str, str], devnull: i
             _child.run({**spec, "forked": True})
         finally:
             os._exit(_child.EXIT_ERROR)  # run() exits itself; this is a last resort
-
-
-def _replace_environ(env: dict[str, str]) -> None:
-    """Make `os.environ` (and the C environment) exactly `env`, touching only what differs
-    (clear() then update() costs several times more: the runner's usually is the same)."""
-    current = os.environ
-    for key in [k for k in current if k not in env]:
-        del current[key]
-    for key, value in env.items():
-        if current.get(key) != value:
-            current[key] = value
 
 
 def _max_fd() -> int:

@@ -24,14 +24,6 @@ def same_process(pid: int, started: float) -> psutil.Process | None:
         return None
 
 
-def process_start(pid: int) -> float:
-    """The start time psutil reports for `pid` (0.0 if it has gone already)."""
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return 0.0
-
-
 def tree_of(root: psutil.Process, marker: str | None = None) -> list[psutil.Process]:
     """`root`, its descendants, and (POSIX) any process whose environment carries `marker`.
 

@@ -6,6 +6,7 @@ One loop, in this order:
 - run the attempt in its own child process, and record its verdict;
 - with nothing ready: count as idle (open the wake FIFO), look at the store once more,
   then sleep until woken, until the next scheduled job, or one tick;
+- retire when code it preloaded changed on disk (BGRUN_PRELOAD), starting a fresh runner;
 - leave after `runner_idle` seconds with nothing to do: stop counting as idle, release
   the slot, look at the store once more, and only then exit. While scheduled jobs wait,
   one runner (the keeper) stays.
@@ -24,11 +25,13 @@ from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BgrunError, ConfigError
 from bgrun.locks import FileLock
+from bgrun.preload import PRELOADED
 from bgrun.records import JobRecord
 from bgrun.settle import record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
 
 SETTLE_EVERY = 2.0  # seconds between looks for other runners' orphaned jobs
+SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (0.5 ms a look)
 
 
 class Runner:
@@ -45,6 +48,7 @@ class Runner:
         self.keeper: FileLock | None = None
         self.stopping = False
         self.child: tuple[int, float] | None = None  # the running attempt's (pid, start)
+        self.last_spread = float("-inf")  # a runner's first attempt always looks
 
     def serve(self) -> None:
         """Run jobs until there is nothing left to do (or a stop signal)."""
@@ -60,10 +64,14 @@ class Runner:
                 self.waker.busy()
                 if not self._run(job):  # spreads once its attempt has started (_child_started)
                     break
+                if PRELOADED.stale:
+                    self._retire()
+                    return
                 idle_since = time.monotonic()
                 looked_again = False
                 continue
             self.waker.idle()
+            self.last_spread = float("-inf")  # the next burst's first attempt looks again
             next_at = self.ctx.store.next_run_at()  # once more, now that callers can wake us
             now = time.time()
             due = next_at is not None and next_at <= now
@@ -105,8 +113,24 @@ class Runner:
         self.slot, self.lock = taken
         return False
 
+    def _retire(self) -> None:
+        """Leave to a fresh runner: this one's preloaded code changed on disk."""
+        self.waker.busy()
+        if self.keeper is not None:
+            self.keeper.release()
+            self.keeper = None
+        self.lock.release()
+        start_runner(self.ctx)
+
     def _spread(self) -> None:
-        """Start another runner while more jobs are ready and a slot is free (bursts)."""
+        """Start another runner while more jobs are ready and a slot is free (bursts).
+
+        Looked at on the first attempt of a burst, then every SPREAD_EVERY: a slot frees
+        only when a runner leaves, and a runner's own start takes longer than that.
+        """
+        if time.monotonic() - self.last_spread < SPREAD_EVERY:
+            return
+        self.last_spread = time.monotonic()
         next_at = self.ctx.store.next_run_at()
         if next_at is not None and next_at <= time.time() and any_slot_free(
             self.ctx.state, self.ctx.config.concurrency

@@ -42,6 +42,11 @@ def info(name=None):
     }
 
 
+def tz():
+    import time
+    return [time.timezone, list(time.tzname)]
+
+
 def at_exit(path):
     atexit.register(lambda: open(path, "w").write("ran"))
 '''
@@ -53,7 +58,7 @@ def fork_project(project, monkeypatch):
     monkeypatch.setenv("BGRUN_MODE", "fork")
     (project.path / "forkjobs.py").write_text(FORKJOBS)
     with open(project.path / "allowlist.toml", "a") as f:
-        f.write('\n[jobs."forkjobs"]\nmethods = ["info", "at_exit"]\n')
+        f.write('\n[jobs."forkjobs"]\nmethods = ["info", "at_exit", "tz"]\n')
     return project
 
 
@@ -111,6 +116,29 @@ def test_cwd_and_environment_are_the_jobs_not_the_runners(fork_project, monkeypa
     assert gone.result["env"] is None
     assert result["cwd"] == str(sub)
     assert result["path0"] == str(sub)
+
+
+def test_time_zone_is_the_jobs_where_it_differs_from_the_runners(fork_project, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC0")
+    first = run_background_job("forkjobs", "tz")
+    assert first.wait(timeout=30) == "completed"  # a runner is alive, in UTC
+    monkeypatch.setenv("TZ", "JST-9")
+    second = run_background_job("forkjobs", "tz")
+    monkeypatch.delenv("TZ")
+    third = run_background_job("forkjobs", "tz")
+    for job in (second, third):
+        assert job.wait(timeout=30) == "completed"
+    assert first.result == [0, ["UTC", "UTC"]]
+    assert second.result == [-9 * 3600, ["JST", "JST"]]
+    assert third.result[1] != ["JST", "JST"]  # the machine's zone, not the last job's
+
+
+def test_procstart_agrees_with_psutil():
+    from bgrun.procstart import process_start
+
+    for pid in (os.getpid(), os.getppid(), 1):
+        assert abs(process_start(pid) - psutil.Process(pid).create_time()) < 0.01
+    assert process_start(2**22 + 12345) == 0.0  # no such process
 
 
 def test_exit_status_is_the_verdict(fork_project):
