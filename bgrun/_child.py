@@ -1,10 +1,11 @@
 """The job child: runs one attempt of one job, then exits. Kept lean on purpose.
 
-Started by path (`python .../bgrun/_child.py`) so that importing it pays for no part of
-bgrun: it reads its spec from stdin as marshal data (plain values only, written by the
-runner; never pickle), checks the allowlist again, imports the target, calls the method,
-and writes its verdict into the result file. Exit status 0 means the method returned.
-In fork mode the runner calls `run()` directly in a forked process instead.
+Spawned through `bgrun/_spawned.py`, which imports it as the top-level module `_child`
+so that it pays for no part of bgrun: it reads its spec from stdin as marshal data
+(plain values only, written by the runner; never pickle), checks the allowlist again,
+imports the target, calls the method, and writes its verdict into the result file. Exit
+status 0 means the method returned. In fork mode the runner calls `run()` directly in a
+forked process instead.
 """
 
 import marshal

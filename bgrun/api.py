@@ -32,7 +32,7 @@ def run_background_job(
     request = Request(target, method, params, retries, delay, priority, timeout, unique,
                       check_import)
     job_id, _ = enqueue(ctx, request)
-    return Job(job_id, config)
+    return Job(job_id, config, stored=True)
 
 
 def get_job(job_id: str) -> Job:

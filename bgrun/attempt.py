@@ -29,7 +29,7 @@ from bgrun.procstart import process_start
 from bgrun.records import JobRecord, iso
 from bgrun.store import Store
 
-CHILD_SCRIPT = str(Path(_child.__file__).resolve())
+CHILD_SCRIPT = str(Path(_child.__file__).resolve().with_name("_spawned.py"))
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 

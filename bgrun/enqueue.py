@@ -15,7 +15,7 @@ from bgrun.context import Context
 from bgrun.errors import BadParamsError, BgrunError, ConfigError
 from bgrun.params import encode_params
 from bgrun.resolve import find_callable
-from bgrun.settle import ensure_runner, settle_orphans
+from bgrun.settle import ensure_runner, settle_orphans_now_and_then
 from bgrun.store import NewJob
 
 
@@ -80,7 +80,7 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
         except ConfigError as exc:  # stored, and durable: say so, never hide it
             ensure_runner(ctx)
             raise ConfigError(f"job {job_id} is stored and waits, but {exc}") from None
-    settle_orphans(ctx)
+    settle_orphans_now_and_then(ctx)
     ensure_runner(ctx)
     return job_id, created
 

@@ -14,11 +14,13 @@ from bgrun.records import JobRecord
 class Job:
     """A stored job, looked up by id each time (the store is the truth, not this object)."""
 
-    def __init__(self, job_id: str, config: Config | None = None) -> None:
+    def __init__(self, job_id: str, config: Config | None = None, *, stored: bool = False
+                 ) -> None:
         self.id = job_id
         self._config = config or Config.load()
         self._ctx = context_for(self._config)
-        self._ctx.store.get(job_id)  # NoSuchJobError now rather than later
+        if not stored:  # (`stored`: the caller has just stored it)
+            self._ctx.store.get(job_id)  # NoSuchJobError now rather than later
 
     def __repr__(self) -> str:
         return f"<bgrun.Job {self.id} {self.status}>"

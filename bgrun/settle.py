@@ -48,6 +48,23 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     return settled
 
 
+SETTLE_EVERY = 2.0  # seconds between a caller's looks for dead runners while it queues
+_last_look: dict[tuple[int, Path], float] = {}
+
+
+def settle_orphans_now_and_then(ctx: Context) -> None:
+    """settle_orphans, at most every SETTLE_EVERY per process and store.
+
+    For a caller that queues many jobs: the look costs two queries and a lock try per
+    slot, and every live runner makes the same look every SETTLE_EVERY anyway.
+    """
+    key = (os.getpid(), ctx.config.store)
+    now = time.monotonic()
+    if now - _last_look.get(key, float("-inf")) >= SETTLE_EVERY:
+        _last_look[key] = now
+        settle_orphans(ctx)
+
+
 def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
     """Record the verdict of an attempt whose runner died; end its orphaned tree first."""
     job = ctx.store.get(job_id)

@@ -63,7 +63,7 @@ def fork_project(project, monkeypatch):
 
 
 def forked(result: dict) -> bool:
-    """A forked attempt's command line is its runner's; a spawned one's is _child.py."""
+    """A forked attempt's command line is its runner's; a spawned one's is _spawned.py."""
     return any("_runner_main.py" in part for part in result["cmdline"])
 
 
