@@ -85,6 +85,24 @@ def test_runner_killed_with_no_retry_left_fails_runner_lost(project):
     assert info["error"].startswith("RunnerLost:") and info["attempts"] == 1
 
 
+@pytest.mark.parametrize("every", [2.0, 0.0])
+def test_a_queueing_caller_looks_for_dead_runners_now_and_then(project, monkeypatch, every):
+    from bgrun import settle
+
+    looks = []
+    real = settle.settle_orphans
+
+    def counted(ctx, my_slot=None):
+        looks.append(ctx.config.store)
+        return real(ctx, my_slot)
+
+    monkeypatch.setattr(settle, "settle_orphans", counted)
+    monkeypatch.setattr(settle, "SETTLE_EVERY", every)
+    for _ in range(10):
+        run_background_job("jobs", "echo", ["x"], delay=3600)
+    assert len(looks) == (1 if every else 10)
+
+
 def test_list_settles_orphans_too(project):
     job = run_background_job("jobs", "sleep", [30])
     wait_until(lambda: job.status == "running")
