@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bgrun.errors import AllowlistError, BadNameError, NotAllowedError
 
@@ -26,8 +25,7 @@ _RULE_KEYS: dict[str, type | tuple[type, ...]] = {
 Signature = tuple[int, int, int]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One allow-listed target: the methods it may run and its per-target defaults."""
 
     target: str
@@ -37,8 +35,7 @@ class Rule:
     priority: int | None = None
 
 
-@dataclass(frozen=True)
-class Allowlist:
+class Allowlist(NamedTuple):
     """A parsed, valid allowlist file."""
 
     path: Path

@@ -12,11 +12,10 @@ import marshal
 import os
 import select
 import signal
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from bgrun import _child, allowlist, forkrun
 from bgrun.config import Config
@@ -33,8 +32,7 @@ CHILD_SCRIPT = str(Path(_child.__file__).resolve().with_name("_spawned.py"))
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """How an attempt ended. `outcome`: completed, failed, cancelled, or handback."""
 
     outcome: str
@@ -82,10 +80,11 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
         return Verdict("failed", f"Crashed: cannot start {launch.python}: {exc.strerror or exc}")
     finally:
         os.close(out_fd)
-    if isinstance(proc, subprocess.Popen) and proc.stdin is not None:  # spawned: send spec
+    stdin = getattr(proc, "stdin", None)
+    if stdin is not None:  # spawned: send the spec (a forked child has it already)
         try:
-            proc.stdin.write(marshal.dumps(spec))
-            proc.stdin.close()
+            stdin.write(marshal.dumps(spec))
+            stdin.close()
         except OSError:
             pass  # the child died at once: its exit status tells
     started = process_start(proc.pid)
@@ -173,6 +172,8 @@ class _ExitWaiter:
                 return False
             self.proc.wait()
             return True
+        import subprocess  # (not imported at start: a forking runner never needs it)
+
         try:
             self.proc.wait(timeout=seconds)
         except subprocess.TimeoutExpired:

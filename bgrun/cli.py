@@ -191,7 +191,7 @@ def show(job_id: str, as_json: bool) -> None:
     job = c.store.get(job_id)
     data = job.to_dict(time.time())
     if as_json:
-        data["attempt_history"] = [a.__dict__ for a in c.store.attempts_of(job_id)]
+        data["attempt_history"] = [a._asdict() for a in c.store.attempts_of(job_id)]
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(job_page(data, c.store.attempts_of(job_id)))

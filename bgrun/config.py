@@ -6,8 +6,8 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from bgrun.errors import ConfigError
 
@@ -18,8 +18,7 @@ DEFAULT_MODE = "fork" if sys.platform == "linux" else "spawn"
 _PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """Every setting bgrun reads, resolved to absolute paths and checked values."""
 
     allowlist: Path
@@ -56,8 +55,7 @@ class Config:
             concurrency=_int(env, "BGRUN_CONCURRENCY", os.cpu_count() or 1, 1),
             python=env.get("BGRUN_PYTHON") or default_python(),
         )
-        return replace(
-            defaults,
+        return defaults._replace(
             retries=_int(env, "BGRUN_RETRIES", defaults.retries, 0),
             backoff_base=_float(env, "BGRUN_BACKOFF_BASE", defaults.backoff_base),
             backoff_max=_float(env, "BGRUN_BACKOFF_MAX", defaults.backoff_max),
@@ -88,12 +86,11 @@ class Config:
             "mode": "BGRUN_MODE", "preload": "BGRUN_PRELOAD",
         }
         out = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for name, value in zip(self._fields, self, strict=True):
             if isinstance(value, bool):
-                out[names[field.name]] = "1" if value else "0"
+                out[names[name]] = "1" if value else "0"
             elif value is not None:
-                out[names[field.name]] = str(value)
+                out[names[name]] = str(value)
         return out
 
     def require_python(self) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from bgrun.config import Config
 from bgrun.files import private_dir
@@ -16,8 +16,7 @@ from bgrun.store import Store
 RUNNER_SCRIPT = str(Path(__file__).resolve().with_name("_runner_main.py"))
 
 
-@dataclass
-class Context:
+class Context(NamedTuple):
     """A process's open store and logs for one configuration."""
 
     config: Config

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from bgrun import allowlist
 from bgrun.config import Config
@@ -19,8 +17,7 @@ from bgrun.settle import ensure_runner, settle_orphans_now_and_then
 from bgrun.store import NewJob
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What a caller asks for; None means the allowlist's or BGRUN_*'s default."""
 
     target: str
@@ -69,7 +66,7 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
                       status="rejected", error=f"{exc.kind}: {exc}")
         raise
     now = time.time()
-    job = replace(job, run_at=now + req.delay)  # the delay counts from the stored created_at
+    job = job._replace(run_at=now + req.delay)  # the delay counts from the stored created_at
     job_id, created = ctx.store.insert(job, now)
     if created:
         try:
@@ -108,6 +105,8 @@ def _check_numbers(retries: int, priority: int, timeout: float | None, delay: fl
 
 def _check_signature(func: Any, binds_self: bool, params: object) -> None:
     """Refuse params the callable cannot take, now rather than at run time."""
+    import inspect  # (7 ms: only callers that check imports pay for it)
+
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):

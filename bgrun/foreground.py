@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from bgrun.attempt import Verdict, run_attempt
 from bgrun.context import Context
@@ -26,7 +25,7 @@ def run_foreground(ctx: Context, req: Request, write: Callable[[bytes], object])
     we hold, so if we die other bgrun processes settle the job as they would a runner's.
     """
     slot = -os.getpid()
-    job = replace(validate(ctx.config, req), held=slot)
+    job = validate(ctx.config, req)._replace(held=slot)
     lock: FileLock = slot_lock(ctx.state, slot)
     with lock:
         job_id, _ = ctx.store.insert(job, time.time())

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -116,6 +115,8 @@ class ForkedChild:
         while self.poll() is None:
             left = deadline - time.monotonic()
             if left <= 0:
+                import subprocess
+
                 raise subprocess.TimeoutExpired(str(self.pid), timeout)
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)

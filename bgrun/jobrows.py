@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bgrun.errors import NoSuchJobError
 
 
-@dataclass(frozen=True)
-class NewJob:
+class NewJob(NamedTuple):
     """Everything needed to store a job that passed validation."""
 
     target: str
@@ -26,8 +25,7 @@ class NewJob:
     held: int = 0  # a foreground `bgrun run` holds its job away from runners
 
 
-@dataclass(frozen=True)
-class LaunchSpec:
+class LaunchSpec(NamedTuple):
     """The private part of a claimed job a runner needs to start its attempt."""
 
     python: str

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import traceback
 from types import FrameType
 
 from bgrun.attempt import run_attempt
@@ -205,6 +204,8 @@ def main(argv: list[str]) -> None:
     except BgrunError as exc:
         _log_crash(config, f"{exc.kind}: {exc}", None)
     except Exception as exc:
+        import traceback
+
         _log_crash(config, f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 

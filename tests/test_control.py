@@ -280,7 +280,6 @@ def test_random_kills_lose_no_job_and_leave_none_stuck(project):
 
 def test_runner_does_not_spin_on_a_ready_job_it_may_not_claim(project):
     """A job held by a live foreground `bgrun run` is ready, but not a runner's to take."""
-    from dataclasses import replace
 
     from bgrun.enqueue import Request, validate
     from bgrun.settle import start_runner
@@ -290,7 +289,7 @@ def test_runner_does_not_spin_on_a_ready_job_it_may_not_claim(project):
     holder = slot_lock(ctx.state, -os.getpid())
     assert holder.acquire(timeout=0)
     try:
-        job = replace(validate(ctx.config, Request("jobs", "noop")), held=-os.getpid())
+        job = validate(ctx.config, Request("jobs", "noop"))._replace(held=-os.getpid())
         job_id, _ = ctx.store.insert(job, time.time())
         start_runner(ctx)
         runner = wait_until(lambda: runner_processes(project), timeout=10)[0]

@@ -46,7 +46,7 @@ def job(job_id: str) -> Response:
 def attempts(job_id: str) -> Response:
     """Every attempt of the job, oldest first (times as UTC epoch seconds)."""
     found = dashboard().ctx.store.attempts_of(dashboard().ctx.store.get(job_id).id)
-    return jsonify([vars(a) for a in found])
+    return jsonify([a._asdict() for a in found])
 
 
 @bp.get("/jobs/<job_id>/output")
