@@ -82,7 +82,7 @@ def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[ty
     from pathlib import Path
 
     try:
-        allowlist_module.load(Path(path)).check(spec["target"], spec["method"])
+        allowlist_module.check_at_run_time(Path(path), spec["target"], spec["method"])
     except errors.AllowlistError as exc:
         return EXIT_ALLOWLIST_BROKEN, f"AllowlistError: {exc}"
     except errors.RefusedError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -109,6 +110,30 @@ def load(path: Path) -> Allowlist:
     allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0))
     _cache[path] = allowlist
     return allowlist
+
+
+RECHECK_AFTER = 0.1  # seconds a run-time refusal waits before the second read that confirms it
+
+
+def check_at_run_time(path: Path, target: str, method: str) -> Allowlist:
+    """`load(path).check(target, method)` for a job about to run: a refusal stands only if
+    a second read RECHECK_AFTER later agrees.
+
+    At run time a refusal fails the job for good, and a file being rewritten in place
+    (`open(path, "w")`, a shell's `>`) is empty for a moment: a valid allowlist that
+    allows nothing. A name refused for its form is refused at once.
+    """
+    try:
+        rules = load(path)
+        rules.check(target, method)
+        return rules
+    except BadNameError:
+        raise
+    except NotAllowedError:
+        time.sleep(RECHECK_AFTER)
+    rules = load(path)
+    rules.check(target, method)
+    return rules
 
 
 def _parse(path: Path, text: str, data: dict[str, Any]) -> dict[str, Rule]:

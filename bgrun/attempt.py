@@ -54,8 +54,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     `on_start(pid, start_time)` is told the child's process as soon as it exists.
     """
     try:
-        rule_file = allowlist.load(Path(job.allowlist))
-        rule_file.check(job.target, job.method)
+        rule_file = allowlist.check_at_run_time(Path(job.allowlist), job.target, job.method)
     except AllowlistError as exc:
         return Verdict("handback", f"AllowlistError: {exc}", retryable=False)
     except RefusedError as exc:

@@ -74,3 +74,29 @@ def test_edited_file_is_read_again(tmp_path):
     rules = load_text(tmp_path, '[jobs."a"]\nmethods = ["y"]\n')
     with pytest.raises(NotAllowedError):
         rules.check("a", "x")
+
+
+def test_a_refusal_at_run_time_stands_only_if_a_second_read_agrees(tmp_path):
+    import threading
+    import time
+
+    path = tmp_path / "allowlist.toml"
+    good = '[jobs."jobs"]\nmethods = ["noop"]\n'
+    path.write_text("")  # caught mid-rewrite: empty, a valid allowlist that allows nothing
+    with pytest.raises(NotAllowedError):
+        allowlist.load(path).check("jobs", "noop")  # what a single read concludes
+    rewrite = threading.Timer(0.03, lambda: path.write_text(good))
+    rewrite.start()
+    rules = allowlist.check_at_run_time(path, "jobs", "noop")
+    rewrite.join()
+    assert "jobs" in rules.rules
+
+    path.write_text('[jobs."other"]\nmethods = ["x"]\n')  # a real refusal: confirmed, then raised
+    start = time.monotonic()
+    with pytest.raises(NotAllowedError):
+        allowlist.check_at_run_time(path, "jobs", "noop")
+    assert time.monotonic() - start >= allowlist.RECHECK_AFTER
+    start = time.monotonic()
+    with pytest.raises(BadNameError):  # a name's form does not depend on the file: at once
+        allowlist.check_at_run_time(path, "jobs.__x__", "noop")
+    assert time.monotonic() - start < allowlist.RECHECK_AFTER

@@ -233,7 +233,7 @@ def test_allowlist_broken_while_jobs_wait_then_recover(project, fault):
     result = project.cli("recover")
     assert result.returncode == 0, result.stderr
     for job in jobs:
-        assert job.wait(30) == "completed"
+        assert job.wait(30) == "completed", job.info()["error"]
         assert job.info()["attempts"] == 1
     tags = sorted(m["tag"] for m in project.marks("wait") if m.get("start"))
     assert tags == list(range(6))  # each ran exactly once
