@@ -96,13 +96,17 @@ class Runner:
                 self.keeper = keeper
         return self.keeper is None
 
-    def _leave(self) -> bool:
-        """Give up the slot; True to exit, False if a last look found work (slot retaken)."""
+    def _give_up_slot(self) -> None:
+        """Stop counting as idle, and release the keeper lock (if held) and the slot."""
         self.waker.busy()
         if self.keeper is not None:
             self.keeper.release()
             self.keeper = None
         self.lock.release()
+
+    def _leave(self) -> bool:
+        """Give up the slot; True to exit, False if a last look found work (slot retaken)."""
+        self._give_up_slot()
         next_at = self.ctx.store.next_run_at()
         if next_at is None or next_at > time.time():
             return True
@@ -114,11 +118,7 @@ class Runner:
 
     def _retire(self) -> None:
         """Leave to a fresh runner: this one's preloaded code changed on disk."""
-        self.waker.busy()
-        if self.keeper is not None:
-            self.keeper.release()
-            self.keeper = None
-        self.lock.release()
+        self._give_up_slot()
         start_runner(self.ctx)
 
     def _spread(self) -> None:
