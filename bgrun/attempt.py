@@ -171,7 +171,7 @@ class _ExitWaiter:
                 return False
             self.proc.wait()
             return True
-        import subprocess  # (not imported at start: a forking runner never needs it)
+        import subprocess  # (here: where pidfd works, a forking runner never needs it)
 
         try:
             self.proc.wait(timeout=seconds)

@@ -8,11 +8,9 @@ from pathlib import Path
 from bgrun.context import Context
 from bgrun.errors import InvalidStateError, WaitTimeoutError
 from bgrun.records import JobRecord
-from bgrun.settle import ensure_runner, recover, settle_orphans
+from bgrun.settle import SETTLE_EVERY, ensure_runner, recover, settle_orphans
 
 __all__ = ["recover", "settle_orphans"]
-
-SETTLE_EVERY = 2.0  # seconds between looks for dead runners while waiting
 
 
 def wait_for(ctx: Context, job_id: str, timeout: float | None = None) -> JobRecord:

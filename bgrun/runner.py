@@ -26,10 +26,9 @@ from bgrun.errors import BgrunError, ConfigError
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
 from bgrun.records import JobRecord
-from bgrun.settle import record, settle_orphans, start_runner
+from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
 
-SETTLE_EVERY = 2.0  # seconds between looks for other runners' orphaned jobs
 SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (0.5 ms a look)
 
 

@@ -18,6 +18,9 @@ from bgrun.policy import compute_backoff, may_retry
 from bgrun.records import JobRecord
 from bgrun.slots import any_slot_free, poke, slot_if_dead
 
+SETTLE_EVERY = 2.0  # seconds between one process's looks for dead runners (runners, waiters)
+_last_look: dict[tuple[int, Path], float] = {}
+
 
 def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     """Settle every running job whose runner is dead; return how many were settled.
@@ -46,10 +49,6 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     if settled or dead_holders:
         ensure_runner(ctx)  # a settled job may be waiting for its retry now
     return settled
-
-
-SETTLE_EVERY = 2.0  # seconds between a caller's looks for dead runners while it queues
-_last_look: dict[tuple[int, Path], float] = {}
 
 
 def settle_orphans_now_and_then(ctx: Context) -> None:

@@ -45,15 +45,13 @@ class Store:
             try:
                 self._db = self._connect(synchronous)
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 # Switching a new file to WAL, and WAL recovery, can answer "locked" at once,
                 # without SQLite's busy handler, while other processes open it too.
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if not locked or time.monotonic() > deadline:
                     raise StoreError(f"store {path} is unusable ({exc});"
                                      " it was left as it is") from None
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"store {path} is unusable ({exc});"
-                                 " it was left as it is") from None
             except OSError as exc:
                 raise StoreError(f"store {path} cannot be opened: {exc.strerror or exc}"
                                  ) from None
