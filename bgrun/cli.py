@@ -152,7 +152,7 @@ def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
     """Run TARGET.METHOD(ARGS...) in the foreground; exit 0 if it completes."""
     from bgrun.foreground import run_foreground
 
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
     job = run_foreground(ctx(), build_request(target, method, args, **opts),
                          lambda b: (out.write(b), out.flush()))
     status = job.status_at(time.time()).value
@@ -239,7 +239,7 @@ def retry(job_id: str) -> None:
 def logs(job_id: str, follow: bool) -> None:
     """The job's captured stdout and stderr."""
     c = ctx()
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
     if follow:
         from bgrun.follow import follow as follow_output
 
