@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -74,6 +75,16 @@ def check_names(target: str, method: str) -> None:
         raise BadNameError(
             f"{shown(method)} is not a method name (an identifier not beginning with '_')"
         )
+
+
+def shadows_stdlib(target: str) -> bool:
+    """True if `target`'s top-level name is a standard-library module (never allowed).
+
+    A file of that name in the job's directory would be imported by a spawned job and by
+    `bgrun run`, while a forked job and the queue-time check see the standard library's
+    module (already imported by the runner): what runs would depend on the mode.
+    """
+    return target.partition(".")[0] in sys.stdlib_module_names
 
 
 def file_signature(path: Path) -> Signature | None:
@@ -149,10 +160,7 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> dict[str, Rule]:
 def _rule(path: Path, text: str, target: str, body: Any) -> Rule:
     if not isinstance(body, dict):
         raise _error(path, text, target, None, f"jobs.{shown(target)} must be a table")
-    try:
-        check_names(target, "x")
-    except BadNameError as exc:
-        raise _error(path, text, target, None, f"bad target name: {exc}") from None
+    _check_target(path, text, target)
     for key, value in body.items():
         expected = _RULE_KEYS.get(key)
         if expected is None:
@@ -171,6 +179,17 @@ def _rule(path: Path, text: str, target: str, body: Any) -> Rule:
     if numbers.get("retries", 0) < 0 or numbers.get("timeout", 1) <= 0:
         raise _error(path, text, target, None, f"{target}: retries >= 0 and timeout > 0")
     return Rule(target, frozenset(methods), **numbers)
+
+
+def _check_target(path: Path, text: str, target: str) -> None:
+    try:
+        check_names(target, "x")
+    except BadNameError as exc:
+        raise _error(path, text, target, None, f"bad target name: {exc}") from None
+    if shadows_stdlib(target):
+        raise _error(path, text, target, None,
+                     f"{target}: {target.partition('.')[0]!r} is a standard-library module,"
+                     " which a file in the job's directory could shadow: not allowed")
 
 
 def _error(path: Path, text: str, target: str, key: str | None, message: str) -> AllowlistError:

@@ -100,3 +100,33 @@ def test_a_refusal_at_run_time_stands_only_if_a_second_read_agrees(tmp_path):
     with pytest.raises(BadNameError):  # a name's form does not depend on the file: at once
         allowlist.check_at_run_time(path, "jobs.__x__", "noop")
     assert time.monotonic() - start < allowlist.RECHECK_AFTER
+
+
+@pytest.mark.parametrize("target", ["json", "os.path", "code.Runner", "_json", "email.mime"])
+def test_a_standard_library_target_is_refused_at_load(tmp_path, target):
+    # A local json.py would run in spawn mode and under `bgrun run`, while a forked job
+    # and the queue-time check see the standard library's json: never allow-listed.
+    assert allowlist.shadows_stdlib(target)
+    with pytest.raises(AllowlistError) as info:
+        load_text(tmp_path, f'[jobs."jobs"]\nmethods = ["x"]\n\n[jobs."{target}"]\n'
+                            'methods = ["loads"]\n')
+    message = str(info.value)
+    assert "allowlist.toml:4:" in message
+    assert "standard-library module" in message
+
+
+@pytest.mark.parametrize("target", ["jobs", "jsonx.loads", "myapp.json", "Json", "tests"])
+def test_names_near_the_standard_library_are_not_shadows(target):
+    assert not allowlist.shadows_stdlib(target)
+
+
+def test_a_standard_library_target_stops_the_cli_with_file_and_line(project):
+    (project.path / "json.py").write_text("def dumps(*a):\n    print('local json ran')\n")
+    with (project.path / "allowlist.toml").open("a") as f:
+        f.write('\n[jobs."json"]\nmethods = ["dumps"]\n')
+    for command in ("exec", "run"):
+        result = project.cli(command, "json", "dumps", "1")
+        assert result.returncode == 4, result.stderr
+        assert "standard-library module" in result.stderr
+        assert "local json ran" not in result.stdout
+        assert "allowlist.toml:" in result.stderr
