@@ -6,8 +6,7 @@ import subprocess
 import sys
 import time
 
-from bgrun.jobrows import NewJob
-from bgrun.store import Store
+from bgrun.store import NewJob, Store
 
 OPEN = ("import sys; from pathlib import Path; from bgrun.store import Store;"
         " Store(Path(sys.argv[1]), Path(sys.argv[2])).close()")

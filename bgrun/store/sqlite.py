@@ -18,11 +18,11 @@ from pathlib import Path
 
 from bgrun.errors import InvalidStateError, NoSuchJobError, StoreError
 from bgrun.files import touch_private
-from bgrun.jobrows import LaunchSpec, NewJob, job_key, status_filter
 from bgrun.records import WAITING, AttemptRecord, JobRecord
-from bgrun.schema import migrate, refuse_foreign
+from bgrun.store.rows import LaunchSpec, NewJob, job_key, status_filter
+from bgrun.store.schema import migrate, refuse_foreign
 
-__all__ = ["LaunchSpec", "NewJob", "Store"]
+__all__ = ["SqliteStore"]
 
 _COLUMNS = (
     "id, target, method, params, status, priority, attempts, retries, timeout, unique_key,"
@@ -33,7 +33,7 @@ _ACTIVE = ("waiting", "running")
 OPEN_TIMEOUT = 30.0  # seconds to keep trying a store that other processes are opening
 
 
-class Store:
+class SqliteStore:
     """The jobs table and its transitions; every method is one atomic transaction."""
 
     def __init__(self, path: Path, output_dir: Path, synchronous: str = "FULL") -> None:
