@@ -13,15 +13,17 @@ import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bgrun.errors import AllowlistError, BadNameError, NotAllowedError
+from bgrun.errors import AllowlistError, BadNameError, BadQueueError, NotAllowedError
+from bgrun.queues import check_queue_name
 
 MAX_NAME = 255
 _PART = r"[A-Za-z_][A-Za-z0-9_]*"
 _TARGET = re.compile(rf"{_PART}(?:\.{_PART})*")
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _RULE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "methods": list, "retries": int, "timeout": (int, float), "priority": int,
+    "methods": list, "retries": int, "timeout": (int, float), "priority": int, "queue": str,
 }
+_TOP_KEYS = ("jobs", "queues")
 
 #: (st_mtime_ns, st_size, st_ino) of a file: equal signatures mean an unchanged file.
 Signature = tuple[int, int, int]
@@ -35,6 +37,7 @@ class Rule(NamedTuple):
     retries: int | None = None
     timeout: float | None = None
     priority: int | None = None
+    queue: str | None = None  # the target's queue unless the call names one
 
 
 class Allowlist(NamedTuple):
@@ -43,6 +46,8 @@ class Allowlist(NamedTuple):
     path: Path
     rules: dict[str, Rule]
     signature: Signature
+    #: `[queues.NAME] concurrency = N`: the queues with a limit (0 pauses the queue).
+    limits: dict[str, int]
 
     def check(self, target: str, method: str) -> Rule:
         """The rule that allows `target.method`, or an error saying why it is refused."""
@@ -118,7 +123,9 @@ def load(path: Path) -> Allowlist:
         found = re.search(r"at line (\d+)", str(exc))
         line = int(found.group(1)) if found else max(len(text.splitlines()), 1)
         raise AllowlistError(f"{path}:{line}: not valid TOML: {exc}") from None
-    allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0))
+    _check_top_level(path, text, data)
+    allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0),
+                          _parse_queues(path, text, data.get("queues", {})))
     _cache[path] = allowlist
     return allowlist
 
@@ -147,10 +154,14 @@ def check_at_run_time(path: Path, target: str, method: str) -> Allowlist:
     return rules
 
 
-def _parse(path: Path, text: str, data: dict[str, Any]) -> dict[str, Rule]:
+def _check_top_level(path: Path, text: str, data: dict[str, Any]) -> None:
     for key in data:
-        if key != "jobs":
-            raise _error(path, text, key, None, f"unknown top-level key {key!r} (only [jobs.*])")
+        if key not in _TOP_KEYS:
+            raise _error(path, text, key, None,
+                         f"unknown top-level key {key!r} (only [jobs.*] and [queues.*])")
+
+
+def _parse(path: Path, text: str, data: dict[str, Any]) -> dict[str, Rule]:
     jobs = data.get("jobs", {})
     if not isinstance(jobs, dict):
         raise _error(path, text, "jobs", None, "'jobs' must be a table of targets")
@@ -178,7 +189,52 @@ def _rule(path: Path, text: str, target: str, body: Any) -> Rule:
     numbers = {k: body[k] for k in ("retries", "timeout", "priority") if k in body}
     if numbers.get("retries", 0) < 0 or numbers.get("timeout", 1) <= 0:
         raise _error(path, text, target, None, f"{target}: retries >= 0 and timeout > 0")
-    return Rule(target, frozenset(methods), **numbers)
+    return Rule(target, frozenset(methods), queue=_target_queue(path, text, target, body),
+                **numbers)
+
+
+def _target_queue(path: Path, text: str, target: str, body: dict[str, Any]) -> str | None:
+    queue: str | None = body.get("queue")
+    if queue is not None:
+        try:
+            check_queue_name(queue)
+        except BadQueueError as exc:
+            raise _error(path, text, target, "queue", f"{target}.queue: {exc}") from None
+    return queue
+
+
+def _parse_queues(path: Path, text: str, queues: Any) -> dict[str, int]:
+    """The `[queues.NAME]` tables: each holds `concurrency`, a whole number from 0."""
+    if not isinstance(queues, dict):
+        raise _error(path, text, "queues", None, "'queues' must be a table of queues")
+    limits = {}
+    for name, body in queues.items():
+        where = _queue_needle(text, name)
+        try:
+            check_queue_name(name)
+        except BadQueueError as exc:
+            raise _error(path, text, where, None, f"bad queue name: {exc}") from None
+        if not isinstance(body, dict):
+            raise _error(path, text, where, None, f"queues.{name} must be a table")
+        for key in body:
+            if key != "concurrency":
+                raise _error(path, text, where, key,
+                             f"unknown key {key!r} for queue {name} (only 'concurrency')")
+        limit = body.get("concurrency")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise _error(path, text, where, "concurrency" if "concurrency" in body else None,
+                         f"queues.{name} needs 'concurrency', a whole number from 0"
+                         " (0 pauses the queue)")
+        limits[name] = limit
+    return limits
+
+
+def _queue_needle(text: str, name: str) -> str:
+    """What `_line_of` looks for to find the table of queue `name` (however it is quoted)."""
+    for needle in (f"queues.{name}", f'queues."{name}"', f"queues.'{name}'"):
+        if needle in text:
+            return needle
+    return name
 
 
 def _check_target(path: Path, text: str, target: str) -> None:

@@ -64,6 +64,12 @@ class BadParamsError(RefusedError):
     kind = "BadParams"
 
 
+class BadQueueError(RefusedError):
+    """Raised when a queue name does not match SPEC's rule (`[a-z0-9][a-z0-9_-]{0,63}`)."""
+
+    kind = "BadQueue"
+
+
 class ConfigError(BgrunError):
     """Raised when a BGRUN_* setting, the allowlist or the log folder is unusable."""
 
