@@ -71,12 +71,8 @@ def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[ty
     unchanged file needs no second parse. A changed one is parsed again here.
     """
     path = spec["allowlist"]
-    try:
-        st = os.stat(path)
-        if (st.st_mtime_ns, st.st_size, st.st_ino) == tuple(spec["signature"]):
-            return None
-    except OSError:
-        pass
+    if _signature(path) == tuple(spec["signature"]):
+        return None
     allowlist_module = _bgrun_module("allowlist", spec["package"])
     errors = _bgrun_module("errors", spec["package"])
     from pathlib import Path
@@ -103,18 +99,42 @@ def _bgrun_module(name: str, package: str):  # type: ignore[no-untyped-def]
     return importlib.import_module("bgrun." + name)
 
 
-def _resolve(target: str, method: str):  # type: ignore[no-untyped-def]
-    """The callable: a module's function, or the method of a new instance of a class."""
+# The child's own copies of two bgrun helpers. A spawned child runs this file as the
+# top-level module `_child`, without the bgrun package: importing bgrun.resolve or
+# bgrun.files would load bgrun's errors (and, for resolve, its error wrapping) into every
+# job before user code runs. Here errors stay the job's own (a raw ModuleNotFoundError is
+# the job's error). tests/test_lookup.py holds each copy to the original's answers.
+
+
+def _signature(path: str) -> "tuple[int, int, int] | None":
+    """As bgrun.files.file_signature."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _target(target: str):  # type: ignore[no-untyped-def]
+    """As bgrun.resolve.import_target: the module `target`, else the class it names."""
     import importlib
 
     try:
-        return getattr(importlib.import_module(target), method)
+        return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name != target or "." not in target:
             raise
     module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return getattr(cls(), method)
+    owner = getattr(importlib.import_module(module_name), class_name)
+    if not isinstance(owner, type):
+        raise TypeError(f"{target} is neither a module nor a class of {module_name}")
+    return owner
+
+
+def _resolve(target: str, method: str):  # type: ignore[no-untyped-def]
+    """The callable: a module's function, or the method of a new instance of a class."""
+    owner = _target(target)
+    return getattr(owner() if isinstance(owner, type) else owner, method)
 
 
 def _await(awaitable: "Any") -> "Any":

@@ -1,11 +1,11 @@
 """The allowlist: which targets and methods may run, checked before anything is imported.
 
-Standard library only, so the job child can load it without the rest of bgrun.
+Standard library only (and bgrun's errors and files), so the job child can load it
+without the rest of bgrun.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bgrun.errors import AllowlistError, BadNameError, BadQueueError, NotAllowedError
+from bgrun.files import Signature, file_signature
 from bgrun.queues import check_queue_name
 
 MAX_NAME = 255
@@ -24,9 +25,6 @@ _RULE_KEYS: dict[str, type | tuple[type, ...]] = {
     "methods": list, "retries": int, "timeout": (int, float), "priority": int, "queue": str,
 }
 _TOP_KEYS = ("jobs", "queues")
-
-#: (st_mtime_ns, st_size, st_ino) of a file: equal signatures mean an unchanged file.
-Signature = tuple[int, int, int]
 
 
 class Rule(NamedTuple):
@@ -90,15 +88,6 @@ def shadows_stdlib(target: str) -> bool:
     module (already imported by the runner): what runs would depend on the mode.
     """
     return target.partition(".")[0] in sys.stdlib_module_names
-
-
-def file_signature(path: Path) -> Signature | None:
-    """The file's signature, or None where it does not exist."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 _cache: dict[Path, Allowlist] = {}

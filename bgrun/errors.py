@@ -58,6 +58,12 @@ class MethodNotFoundError(RefusedError):
     kind = "MethodNotFound"
 
 
+class ImportFailedError(RefusedError):
+    """Raised when the target's module exists but importing it fails."""
+
+    kind = "ImportFailed"
+
+
 class BadParamsError(RefusedError):
     """Raised when params are not strict JSON data within the size and depth limits."""
 

@@ -8,6 +8,22 @@ from pathlib import Path
 
 from bgrun.errors import ConfigError
 
+#: (st_mtime_ns, st_size, st_ino) of a file: equal signatures mean an unchanged file.
+Signature = tuple[int, int, int]
+
+
+def file_signature(path: str | Path) -> Signature | None:
+    """The file's signature, or None where it cannot be read (it does not exist...).
+
+    Used for the allowlist's cache, the child's "unchanged since the runner checked it"
+    and preloading's stale-code check; `bgrun._child` keeps a lean copy (tested equal).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
 
 def private_dir(path: Path) -> Path:
     """Make `path` (and parents) exist; tighten it to 0700 where bgrun owns it."""

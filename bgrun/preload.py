@@ -1,8 +1,8 @@
 """Preloading (fork mode, `BGRUN_PRELOAD=1`): import each job's module once, in the runner.
 
 A forked attempt then finds its module already imported, as a warm worker would, instead
-of importing it again (a no-op job's module costs ~1 ms; a module that imports requests
-or Django, tens of milliseconds). Only allow-listed names get here: the runner checks
+of importing it again (what that saves grows with what the module imports: see
+benchmarks/RESULTS.md). Only allow-listed names get here: the runner checks
 the allowlist before it preloads, exactly as before it forks.
 
 What it means for the job's code, and how bgrun limits it:
@@ -11,8 +11,8 @@ What it means for the job's code, and how bgrun limits it:
   (the environment of the caller that started it), not once per job;
 - modules are imported only for jobs queued from the folder of the runner's first
   preloaded job (a module name means the module in that folder, as on `sys.path`);
-- stale code: the files of every module a preload brought in are checked (size and
-  modification time) at most once per `CHECK_EVERY` seconds, before a fork. Once one
+- stale code: the files of every module a preload brought in are checked (their
+  `file_signature`) at most once per `CHECK_EVERY` seconds, before a fork. Once one
   changed, that attempt is spawned in a new interpreter (so it runs the new code) and the
   runner retires after it, handing its slot to a fresh runner;
 - a module whose import starts a thread makes forking unsafe: the runner then spawns
@@ -21,9 +21,11 @@ What it means for the job's code, and how bgrun limits it:
 
 from __future__ import annotations
 
-import os
 import sys
 import time
+
+from bgrun.files import Signature, file_signature
+from bgrun.resolve import cwd_first, import_target
 
 CHECK_EVERY = 1.0  # seconds between looks at the preloaded files (each look: one stat each)
 
@@ -34,7 +36,7 @@ class Preloaded:
     def __init__(self) -> None:
         self.cwd: str | None = None
         self.tried: set[str] = set()
-        self.files: dict[str, tuple[int, int]] = {}
+        self.files: dict[str, Signature | None] = {}
         self.checked = 0.0
         self.stale = False
 
@@ -46,17 +48,15 @@ class Preloaded:
             return
         self.tried.add(target)
         before = set(sys.modules)
-        sys.path.insert(0, cwd)
         try:
-            _import_target(target)
+            with cwd_first(cwd):
+                import_target(target)
         except BaseException:  # noqa: S110 - the child imports it again and reports it
             pass
-        finally:
-            sys.path.remove(cwd)
         for name in set(sys.modules) - before:
             path = getattr(sys.modules[name], "__file__", None)
             if isinstance(path, str):
-                self.files[path] = _signature(path)
+                self.files[path] = file_signature(path)
 
     def is_stale(self) -> bool:
         """True once a preloaded module's file changed (looked at every CHECK_EVERY)."""
@@ -65,28 +65,8 @@ class Preloaded:
         now = time.monotonic()
         if now - self.checked >= CHECK_EVERY:
             self.checked = now
-            self.stale = any(_signature(p) != sig for p, sig in self.files.items())
+            self.stale = any(file_signature(p) != sig for p, sig in self.files.items())
         return self.stale
-
-
-def _import_target(target: str) -> None:
-    """Import the module of `target`: the module itself, or the module of its class."""
-    import importlib
-
-    try:
-        importlib.import_module(target)
-    except ModuleNotFoundError as exc:
-        if exc.name != target or "." not in target:
-            raise
-        importlib.import_module(target.rpartition(".")[0])
-
-
-def _signature(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (-1, -1)
-    return (st.st_mtime_ns, st.st_size)
 
 
 PRELOADED = Preloaded()  # one per process: a runner is one process

@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-WINDOWS = sys.platform == "win32"
+from bgrun.launcher import WINDOWS
 
 
 def same_process(pid: int, started: float) -> psutil.Process | None:

@@ -1,25 +1,26 @@
-"""Checking that an allow-listed target and method exist, by importing the target.
+"""Finding an allow-listed target: the one "module or module.Class" lookup of bgrun.
 
 Only ever called after the allowlist has passed the names, character for character.
+Queueing (`find_callable`) and preloading (`bgrun.preload`) both use `import_target`;
+the job child keeps its own lean copy (`bgrun._child._target`, see why there), and a
+test holds the two to the same answers.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import ModuleType
 from typing import Any
 
-from bgrun.errors import MethodNotFoundError, RefusedError, TargetNotFoundError
-
-
-class ImportFailedError(RefusedError):
-    """Raised when the target's module exists but fails to import."""
-
-    kind = "ImportFailed"
+from bgrun.errors import (
+    ImportFailedError,
+    MethodNotFoundError,
+    RefusedError,
+    TargetNotFoundError,
+)
 
 
 @contextmanager
@@ -38,8 +39,10 @@ def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any
 
     A class is not instantiated here: that would run user code at queueing time.
     """
+    import inspect  # not at the top: a runner that preloads needs only import_target
+
     with cwd_first(cwd):
-        owner = _import_target(target)
+        owner = import_target(target)
     func = getattr(owner, method, None)
     kind = "class" if isinstance(owner, type) else "module"
     if func is None or not callable(func):
@@ -50,7 +53,14 @@ def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any
     return func, binds_self
 
 
-def _import_target(target: str) -> ModuleType | type:
+def import_target(target: str) -> ModuleType | type:
+    """The module `target`, or else the class its last part names in the module before it.
+
+    A name is a module first: `a.b.C` is the class C of module a.b only when there is no
+    module a.b.C. Raises TargetNotFoundError when the target itself is missing, and
+    ImportFailedError when its module exists but importing it fails (a module it imports
+    is missing too: that is the target's bug, not a wrong name).
+    """
     try:
         return _import(target)
     except ModuleNotFoundError as exc:

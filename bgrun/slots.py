@@ -21,9 +21,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from bgrun.files import private_dir
+from bgrun.launcher import WINDOWS
 from bgrun.locks import FileLock
-
-WINDOWS = sys.platform == "win32"
 
 
 def state_dir(store: Path) -> Path:
