@@ -38,6 +38,7 @@ from bgrun import run_background_job  # noqa: E402
 from bgrun.config import Config  # noqa: E402
 from bgrun.context import Context  # noqa: E402
 from bgrun.enqueue import Request, validate  # noqa: E402
+from bgrun.records import Outcome  # noqa: E402
 from bgrun.settle import ensure_runner  # noqa: E402
 from bgrun.store import NewJob, Store  # noqa: E402
 
@@ -546,7 +547,7 @@ def claim_finish_cost(total: int, ops: int, repeats: int) -> float:
                 now = time.time()
                 claimed = store.claim(now, 0, os.getpid())
                 assert claimed is not None
-                store.finish(claimed.id, claimed.attempts, now, outcome="completed",
+                store.finish(claimed.id, claimed.attempts, now, outcome=Outcome.COMPLETED,
                              result_json="null")
             per.append((time.perf_counter() - start) / ops)
         store.close()

@@ -82,6 +82,7 @@ def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[ty
     except errors.AllowlistError as exc:
         return EXIT_ALLOWLIST_BROKEN, f"AllowlistError: {exc}"
     except errors.RefusedError as exc:
+        # errors.Failure.NOT_ALLOWED, spelled out: the child imports none of bgrun (lean)
         return EXIT_NOT_ALLOWED, f"NotAllowed: {exc}"
     return None
 

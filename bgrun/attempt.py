@@ -19,13 +19,13 @@ from typing import NamedTuple
 
 from bgrun import _child, allowlist, forkrun
 from bgrun.config import Config
-from bgrun.errors import AllowlistError, RefusedError
+from bgrun.errors import AllowlistError, Failure, RefusedError
 from bgrun.files import open_append
 from bgrun.launcher import start_child
 from bgrun.params import decode_params
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
-from bgrun.records import JobRecord, iso
+from bgrun.records import JobRecord, Outcome, iso
 from bgrun.store import Store
 
 CHILD_SCRIPT = str(Path(_child.__file__).resolve().with_name("_spawned.py"))
@@ -33,9 +33,9 @@ PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
 class Verdict(NamedTuple):
-    """How an attempt ended. `outcome`: completed, failed, cancelled, or handback."""
+    """How an attempt ended, as its runner tells it."""
 
-    outcome: str
+    outcome: Outcome
     error: str | None = None
     traceback: str | None = None
     result_json: str | None = None
@@ -56,9 +56,9 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     try:
         rule_file = allowlist.check_at_run_time(Path(job.allowlist), job.target, job.method)
     except AllowlistError as exc:
-        return Verdict("handback", f"AllowlistError: {exc}", retryable=False)
+        return Verdict(Outcome.HANDBACK, f"AllowlistError: {exc}", retryable=False)
     except RefusedError as exc:
-        return Verdict("failed", f"NotAllowed: {exc}", retryable=False)
+        return Verdict(Outcome.FAILED, Failure.NOT_ALLOWED.says(exc), retryable=False)
     result_path = config.log_dir / "jobs" / f"{job.id}.result"
     result_path.unlink(missing_ok=True)
     spec = _spec(config, job, rule_file.signature, result_path)
@@ -76,7 +76,8 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
             proc = start_child([launch.python, CHILD_SCRIPT], cwd=job.cwd, env=env,
                                output_fd=out_fd)
     except OSError as exc:
-        return Verdict("failed", f"Crashed: cannot start {launch.python}: {exc.strerror or exc}")
+        return Verdict(Outcome.FAILED,
+                       Failure.CRASHED.says(f"cannot start {launch.python}: {exc.strerror or exc}"))
     finally:
         os.close(out_fd)
     stdin = getattr(proc, "stdin", None)
@@ -140,14 +141,16 @@ def _supervise(config: Config, store: Store, job: JobRecord,
 
                 proctree.kill_tree(proc.pid, started, marker(job, os.getpid()))
                 proc.wait()
-                return Verdict("failed", f"Timeout: ran longer than {job.timeout:g} s")
+                return Verdict(Outcome.FAILED,
+                               Failure.TIMEOUT.says(f"ran longer than {job.timeout:g} s"))
             if store.is_cancel_requested(job.id):
                 from bgrun import proctree
 
                 proctree.terminate_tree(proc.pid, started, config.cancel_grace,
                                         marker(job, os.getpid()))
                 proc.wait()
-                return Verdict("cancelled", "Cancelled: cancelled while it ran", retryable=False)
+                return Verdict(Outcome.CANCELLED, Failure.CANCELLED.says("cancelled while it ran"),
+                               retryable=False)
     finally:
         waiter.close()
 
@@ -198,24 +201,24 @@ def read_verdict(returncode: int, result_path: Path, limit: int) -> Verdict:
     if not isinstance(data, tuple) or not data:
         return _exit_verdict(returncode)
     if data[0] == "ok":
-        return Verdict("completed", result_json=result_json(data[1], data[2], limit))
+        return Verdict(Outcome.COMPLETED, result_json=result_json(data[1], data[2], limit))
     if data[0] == "refused":
         if returncode == _child.EXIT_ALLOWLIST_BROKEN:
-            return Verdict("handback", str(data[1]), retryable=False)
-        return Verdict("failed", str(data[1]), retryable=False)
-    return Verdict("failed", str(data[1]), traceback=str(data[2]))
+            return Verdict(Outcome.HANDBACK, str(data[1]), retryable=False)
+        return Verdict(Outcome.FAILED, str(data[1]), retryable=False)
+    return Verdict(Outcome.FAILED, str(data[1]), traceback=str(data[2]))
 
 
 def _exit_verdict(returncode: int) -> Verdict:
     if returncode == 0:
-        return Verdict("completed", result_json="null")
+        return Verdict(Outcome.COMPLETED, result_json="null")
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        return Verdict("failed", f"Crashed: killed by {name}")
-    return Verdict("failed", f"Crashed: exit code {returncode}")
+        return Verdict(Outcome.FAILED, Failure.CRASHED.says(f"killed by {name}"))
+    return Verdict(Outcome.FAILED, Failure.CRASHED.says(f"exit code {returncode}"))
 
 
 def result_json(value: object, is_repr: bool, limit: int) -> str:

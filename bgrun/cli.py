@@ -18,10 +18,11 @@ from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.enqueue import Request, enqueue
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
+from bgrun.records import JobStatus
 from bgrun.render import job_page, job_table, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
-STATUSES = ["scheduled", "queued", "running", "completed", "failed", "cancelled"]
+STATUSES = [s.value for s in JobStatus]
 
 
 def fail(message: str, code: int) -> None:
@@ -155,10 +156,10 @@ def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
     out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
     job = run_foreground(ctx(), build_request(target, method, args, **opts),
                          lambda b: (out.write(b), out.flush()))
-    status = job.status_at(time.time()).value
-    detail = job.error if status != "completed" else f"result: {job.result_json}"
+    status = job.status_at(time.time())
+    detail = job.error if status != JobStatus.COMPLETED else f"result: {job.result_json}"
     click.echo(f"job {job.id} {status}: {detail}", err=True)
-    sys.exit(0 if status == "completed" else ExitCode.JOB_FAILED)
+    sys.exit(0 if status == JobStatus.COMPLETED else ExitCode.JOB_FAILED)
 
 
 @cli.command("list")
@@ -204,9 +205,9 @@ def show(job_id: str, as_json: bool) -> None:
 def wait(job_id: str, timeout: float | None) -> None:
     """Block until the job ends; exit 0 if completed, 1 if failed or cancelled."""
     job = control.wait_for(ctx(), job_id, timeout)
-    status = job.status_at(time.time()).value
+    status = job.status_at(time.time())
     click.echo(status)
-    sys.exit(0 if status == "completed" else ExitCode.JOB_FAILED)
+    sys.exit(0 if status == JobStatus.COMPLETED else ExitCode.JOB_FAILED)
 
 
 @cli.command()
@@ -219,8 +220,8 @@ def cancel(job_id: str, wait_: bool) -> None:
     job = control.cancel_job(c, job_id, by="cli")
     if wait_:
         job = control.wait_for(c, job_id)
-    status = job.status_at(time.time()).value
-    click.echo(status if status != "running" else "cancelling")
+    status = job.status_at(time.time())
+    click.echo(status if status != JobStatus.RUNNING else "cancelling")
 
 
 @cli.command()

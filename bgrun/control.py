@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bgrun.context import Context
 from bgrun.errors import InvalidStateError, WaitTimeoutError
-from bgrun.records import JobRecord
+from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import SETTLE_EVERY, ensure_runner, recover, settle_orphans
 
 __all__ = ["recover", "settle_orphans"]
@@ -42,8 +42,8 @@ def cancel_job(ctx: Context, job_id: str, by: str) -> JobRecord:
     """
     before = ctx.store.get(job_id)
     job = ctx.store.cancel(job_id, time.time())
-    if job.stored_status == "cancelled":
-        ctx.log.event(job=job.id, target=job.target, method=job.method, status="cancelled",
+    if job.stored_status == State.CANCELLED:
+        ctx.log.event(job=job.id, target=job.target, method=job.method, status=JobStatus.CANCELLED,
                       attempt=job.attempts, by=by)
     else:
         ctx.log.event(job=job.id, target=job.target, method=job.method,
@@ -55,7 +55,7 @@ def cancel_job(ctx: Context, job_id: str, by: str) -> JobRecord:
 def retry_job(ctx: Context, job_id: str, by: str) -> JobRecord:
     """Queue a failed or cancelled job again under the same id; attempts start from 0."""
     job = ctx.store.retry(job_id, time.time())
-    ctx.log.event(job=job.id, target=job.target, method=job.method, status="queued",
+    ctx.log.event(job=job.id, target=job.target, method=job.method, status=JobStatus.QUEUED,
                   attempt=0, by=by, note="retry")
     ensure_runner(ctx)
     return job

@@ -12,6 +12,7 @@ from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BadParamsError, BgrunError, ConfigError
 from bgrun.params import encode_params
+from bgrun.records import JobStatus
 from bgrun.resolve import find_callable
 from bgrun.settle import ensure_runner, settle_orphans_now_and_then
 from bgrun.store import NewJob
@@ -70,8 +71,9 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     job_id, created = ctx.store.insert(job, now)
     if created:
         try:
-            ctx.log.event(job=job_id, target=job.target, method=job.method,
-                          status="scheduled" if job.run_at > now else "queued", attempt=0,
+            status = JobStatus.SCHEDULED if job.run_at > now else JobStatus.QUEUED
+            ctx.log.event(job=job_id, target=job.target, method=job.method, status=status,
+                          attempt=0,
                           priority=job.priority, retries=job.retries,
                           run_at=None if job.run_at <= now else f"{job.run_at - now:.1f}s")
         except ConfigError as exc:  # stored, and durable: say so, never hide it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
@@ -14,6 +14,23 @@ class ExitCode(IntEnum):
     NO_SUCH_JOB = 3  # no such job, or an action its state does not allow
     UNUSABLE = 4  # store, log folder, allowlist or a BGRUN_* setting unusable
     WAIT_TIMEOUT = 124  # wait timed out
+
+
+class Failure(StrEnum):
+    """The failures bgrun itself tells, as the first word of a job's error (`Kind: detail`).
+
+    A job's own exception is told by its class name instead (`ValueError: ...`).
+    """
+
+    TIMEOUT = "Timeout"  #: ran longer than its timeout; its process tree was ended
+    CRASHED = "Crashed"  #: the child died without a verdict (a signal, an exit code)
+    RUNNER_LOST = "RunnerLost"  #: the runner supervising it died
+    NOT_ALLOWED = "NotAllowed"  #: the allowlist no longer allows it (checked at run time)
+    CANCELLED = "Cancelled"  #: a user cancelled it
+
+    def says(self, detail: object) -> str:
+        """The error text: this kind, then `detail`."""
+        return f"{self.value}: {detail}"
 
 
 class BgrunError(Exception):
@@ -37,7 +54,7 @@ class RefusedError(BgrunError):
 class NotAllowedError(RefusedError):
     """Raised when a target or method is not in the allowlist, character for character."""
 
-    kind = "NotAllowed"
+    kind = Failure.NOT_ALLOWED.value
 
 
 class BadNameError(NotAllowedError):

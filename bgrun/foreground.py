@@ -13,7 +13,7 @@ from bgrun.context import Context
 from bgrun.enqueue import Request, validate
 from bgrun.follow import follow
 from bgrun.locks import FileLock
-from bgrun.records import JobRecord
+from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import record
 from bgrun.slots import slot_lock
 
@@ -29,17 +29,17 @@ def run_foreground(ctx: Context, req: Request, write: Callable[[bytes], object])
     lock: FileLock = slot_lock(ctx.state, slot)
     with lock:
         job_id, _ = ctx.store.insert(job, time.time())
-        ctx.log.event(job=job_id, target=job.target, method=job.method, status="queued",
+        ctx.log.event(job=job_id, target=job.target, method=job.method, status=JobStatus.QUEUED,
                       attempt=0, note="foreground")
         while True:
             claimed = ctx.store.claim_one(job_id, time.time(), slot, os.getpid())
             if claimed is None:
                 return ctx.store.get(job_id)
-            ctx.log.event(job=job_id, target=job.target, method=job.method, status="running",
-                          attempt=claimed.attempts, pid=os.getpid())
+            ctx.log.event(job=job_id, target=job.target, method=job.method,
+                          status=JobStatus.RUNNING, attempt=claimed.attempts, pid=os.getpid())
             verdict = _attempt_following(ctx, claimed, write)
             state = record(ctx, claimed, verdict)
-            if state != "waiting":
+            if state != State.WAITING:
                 break
             time.sleep(max(0.0, ctx.store.get(job_id).run_at - time.time()))
     with contextlib.suppress(OSError):

@@ -24,9 +24,32 @@ class JobStatus(StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-#: What the store keeps: SCHEDULED and QUEUED are one stored state, told apart when read.
-WAITING = "waiting"
-STORED_STATES = (WAITING, "running", "completed", "failed", "cancelled")
+class State(StrEnum):
+    """A job's state as the store keeps it (users see a JobStatus)."""
+
+    #: SCHEDULED and QUEUED are one stored state, told apart when read (by ready time)
+    WAITING = "waiting"
+    RUNNING = "running"  #: claimed by a runner (or a foreground `bgrun run`)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the three terminal states."""
+        return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
+
+
+class Outcome(StrEnum):
+    """How one attempt ended: what its attempts row records, and `Verdict.outcome`."""
+
+    COMPLETED = "completed"  #: the method returned
+    FAILED = "failed"  #: no attempts left (or not retryable)
+    CANCELLED = "cancelled"  #: a user cancelled it while it ran
+    RETRYING = "retrying"  #: it failed and the job waits to run again
+    #: never stored: the attempt is uncounted and the job waits again (a broken allowlist,
+    #: a worker stopping with --requeue)
+    HANDBACK = "handback"
 
 
 def iso(ts: float | None) -> str | None:
@@ -42,7 +65,7 @@ class AttemptRecord(NamedTuple):
     number: int
     started_at: float
     finished_at: float | None
-    outcome: str | None
+    outcome: str | None  # an Outcome's value; None while it runs
     error: str | None
 
 
@@ -75,7 +98,7 @@ class JobRecord(NamedTuple):
 
     def status_at(self, now: float) -> JobStatus:
         """The status word at time `now` (a waiting job whose time has come is queued)."""
-        if self.stored_status == WAITING:
+        if self.stored_status == State.WAITING:
             return JobStatus.SCHEDULED if self.run_at > now else JobStatus.QUEUED
         return JobStatus(self.stored_status)
 

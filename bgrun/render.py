@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bgrun.records import AttemptRecord, JobRecord
+from bgrun.records import AttemptRecord, JobRecord, JobStatus
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -68,7 +68,7 @@ def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
         took = "" if attempt.finished_at is None else (
             f" in {attempt.finished_at - attempt.started_at:.3f} s")
         lines.append(f"  attempt {attempt.number}: started {short_time(attempt.started_at)}"
-                     f"{took} -> {attempt.outcome or 'running'}"
+                     f"{took} -> {attempt.outcome or JobStatus.RUNNING}"
                      + (f" ({one_line(attempt.error, 100)})" if attempt.error else ""))
     if job.get("traceback"):
         lines.append("  traceback:")

@@ -25,7 +25,7 @@ from bgrun.context import Context
 from bgrun.errors import BgrunError, ConfigError
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
-from bgrun.records import JobRecord
+from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
 
@@ -139,8 +139,8 @@ class Runner:
         """Run one claimed attempt and record it; False when the runner must stop."""
         ctx = self.ctx
         try:
-            ctx.log.event(job=job.id, target=job.target, method=job.method, status="running",
-                          attempt=job.attempts, pid=os.getpid())
+            ctx.log.event(job=job.id, target=job.target, method=job.method,
+                          status=JobStatus.RUNNING, attempt=job.attempts, pid=os.getpid())
         except ConfigError:  # the log cannot be written: the job waits for a fixed folder
             ctx.store.hand_back(job.id, job.attempts)
             raise
@@ -148,12 +148,12 @@ class Runner:
             verdict = run_attempt(ctx.config, ctx.store, job, self._child_started)
         finally:
             self.child = None
-        if verdict.outcome == "handback" or (self.stopping and self.requeue_on_stop
-                                             and verdict.outcome == "failed"):
+        if verdict.outcome == Outcome.HANDBACK or (self.stopping and self.requeue_on_stop
+                                                   and verdict.outcome == Outcome.FAILED):
             if ctx.store.hand_back(job.id, job.attempts):
                 ctx.log.event(job=job.id, target=job.target, method=job.method,
-                              status="queued", attempt=job.attempts - 1,
-                              error=verdict.error if verdict.outcome == "handback" else None,
+                              status=JobStatus.QUEUED, attempt=job.attempts - 1,
+                              error=verdict.error if verdict.outcome == Outcome.HANDBACK else None,
                               note="handed back")
             return False
         record(ctx, job, verdict)

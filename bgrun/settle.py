@@ -13,9 +13,10 @@ from pathlib import Path
 
 from bgrun.attempt import Verdict, marker, read_verdict
 from bgrun.context import RUNNER_SCRIPT, Context, runner_python
+from bgrun.errors import Failure
 from bgrun.launcher import start_detached
 from bgrun.policy import compute_backoff, may_retry
-from bgrun.records import JobRecord
+from bgrun.records import JobRecord, Outcome, State
 from bgrun.slots import any_slot_free, poke, slot_if_dead
 
 SETTLE_EVERY = 2.0  # seconds between one process's looks for dead runners (runners, waiters)
@@ -67,7 +68,7 @@ def settle_orphans_now_and_then(ctx: Context) -> None:
 def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
     """Record the verdict of an attempt whose runner died; end its orphaned tree first."""
     job = ctx.store.get(job_id)
-    if job.stored_status != "running" or job.attempts != attempt:
+    if job.stored_status != State.RUNNING or job.attempts != attempt:
         return False
     child = ctx.store.child_of(job_id)
     if child is not None:
@@ -76,19 +77,20 @@ def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
         kill_tree(child[0], child[1], marker(job, job.runner_pid or 0))
     result_path = ctx.config.log_dir / "jobs" / f"{job_id}.result"
     verdict = read_verdict(-9, result_path, ctx.config.max_result_bytes)
-    if verdict.outcome != "completed":
-        verdict = Verdict("failed", f"RunnerLost: the runner (pid {job.runner_pid}) died"
-                          " while the job ran")
+    if verdict.outcome != Outcome.COMPLETED:
+        verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
+            f"the runner (pid {job.runner_pid}) died while the job ran"))
     return record(ctx, job, verdict) is not None
 
 
-def record(ctx: Context, job: JobRecord, verdict: Verdict) -> str | None:
+def record(ctx: Context, job: JobRecord, verdict: Verdict) -> State | None:
     """Store the verdict of attempt `job.attempts`, scheduling a retry where one is left;
     write the event. Returns the state stored, or None if the attempt was settled already."""
     now = time.time()
     config = ctx.config
     retry_at = None
-    if verdict.outcome == "failed" and verdict.retryable and may_retry(job.attempts, job.retries):
+    if (verdict.outcome == Outcome.FAILED and verdict.retryable
+            and may_retry(job.attempts, job.retries)):
         retry_at = now + compute_backoff(job.attempts, config.backoff_base, config.backoff_max)
     state = ctx.store.finish(
         job.id, job.attempts, now, outcome=verdict.outcome, error=verdict.error,
@@ -96,10 +98,10 @@ def record(ctx: Context, job: JobRecord, verdict: Verdict) -> str | None:
     )
     if state is None:
         return None
-    status = "retrying" if state == "waiting" else state
+    status = Outcome.RETRYING if state == State.WAITING else state
     ctx.log.event(
         job=job.id, target=job.target, method=job.method, status=status, attempt=job.attempts,
-        error=verdict.error if state != "completed" else None, traceback=verdict.traceback,
+        error=verdict.error if state != State.COMPLETED else None, traceback=verdict.traceback,
         retry_in=None if retry_at is None else f"{retry_at - now:.1f}s",
     )
     return state

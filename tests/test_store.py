@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+from bgrun.records import Outcome
 from bgrun.store import NewJob, Store
 
 OPEN = ("import sys; from pathlib import Path; from bgrun.store import Store;"
@@ -49,7 +50,7 @@ def test_an_attempt_gets_exactly_one_verdict(tmp_path):
     job_id, _ = store.insert(new_job(), now)
     job = store.claim(now, 0, 1)
     assert job is not None
-    assert store.finish(job_id, 1, now, outcome="completed", result_json="1") == "completed"
-    assert store.finish(job_id, 1, now, outcome="failed", error="late") is None
+    assert store.finish(job_id, 1, now, outcome=Outcome.COMPLETED, result_json="1") == "completed"
+    assert store.finish(job_id, 1, now, outcome=Outcome.FAILED, error="late") is None
     assert store.get(job_id).stored_status == "completed"
     store.close()

@@ -12,7 +12,7 @@ from typing import Any
 from bgrun.records import JobRecord, JobStatus
 
 STATUS_WORDS = tuple(s.value for s in JobStatus)
-ACTIVE_WORDS = ("scheduled", "queued", "running")
+ACTIVE_WORDS = tuple(s.value for s in JobStatus if not s.finished)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 TAIL_BYTES = 64 * 1024

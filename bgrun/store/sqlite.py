@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bgrun.errors import InvalidStateError, NoSuchJobError, StoreError
 from bgrun.files import touch_private
-from bgrun.records import WAITING, AttemptRecord, JobRecord
+from bgrun.records import AttemptRecord, JobRecord, Outcome, State
 from bgrun.store.rows import LaunchSpec, NewJob, job_key, status_filter
 from bgrun.store.schema import migrate, refuse_foreign
 
@@ -29,7 +29,7 @@ _COLUMNS = (
     " created_at, run_at, started_at, finished_at, error, traceback, result, cwd, allowlist,"
     " cancel_requested, runner_pid, child_pid"
 )
-_ACTIVE = ("waiting", "running")
+_ACTIVE = (State.WAITING.value, State.RUNNING.value)
 OPEN_TIMEOUT = 30.0  # seconds to keep trying a store that other processes are opening
 
 
@@ -206,12 +206,12 @@ class SqliteStore:
         attempt: int,
         now: float,
         *,
-        outcome: str,
+        outcome: Outcome,
         error: str | None = None,
         traceback: str | None = None,
         result_json: str | None = None,
         retry_at: float | None = None,
-    ) -> str | None:
+    ) -> State | None:
         """Settle attempt `attempt` of a running job; return the stored state it ends in.
 
         `outcome` is completed, failed or cancelled; a failure with `retry_at` goes back to
@@ -226,20 +226,22 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 return None
-            if row[0] and outcome != "completed":
-                outcome, retry_at = "cancelled", None
-            state = WAITING if outcome == "failed" and retry_at is not None else outcome
+            if row[0] and outcome != Outcome.COMPLETED:
+                outcome, retry_at = Outcome.CANCELLED, None
+            retrying = outcome == Outcome.FAILED and retry_at is not None
+            state = State.WAITING if retrying else State(outcome.value)
             db.execute(
                 "UPDATE jobs SET status = ?, error = ?, traceback = ?, result = ?,"
                 " finished_at = ?, ready_at = COALESCE(?, ready_at), run_at = COALESCE(?, run_at),"
                 " child_pid = NULL, runner_pid = NULL, runner_slot = NULL WHERE id = ?",
-                (state, error, traceback, result_json, None if state == WAITING else now,
+                (state.value, error, traceback, result_json, None if retrying else now,
                  retry_at, retry_at, int(job_id)),
             )
             db.execute(
                 "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
                 " WHERE job_id = ? AND number = ?",
-                (now, "retrying" if state == WAITING else outcome, error, int(job_id), attempt),
+                (now, Outcome.RETRYING.value if retrying else outcome.value, error, int(job_id),
+                 attempt),
             )
             return state
 
@@ -337,13 +339,13 @@ class SqliteStore:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (key,)).fetchone()
             if row is None:
                 raise NoSuchJobError(f"no job {job_id}")
-            if row[0] == WAITING:
+            if row[0] == State.WAITING:
                 db.execute(
                     "UPDATE jobs SET status = 'cancelled', finished_at = ?, cancel_requested = 1,"
                     " error = 'Cancelled: cancelled before it ran' WHERE id = ?",
                     (now, key),
                 )
-            elif row[0] == "running":
+            elif row[0] == State.RUNNING:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (key,))
             else:
                 raise InvalidStateError(f"job {job_id} is {row[0]}: nothing to cancel")
@@ -361,7 +363,7 @@ class SqliteStore:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (key,)).fetchone()
             if row is None:
                 raise NoSuchJobError(f"no job {job_id}")
-            if row[0] not in ("failed", "cancelled"):
+            if row[0] not in (State.FAILED, State.CANCELLED):
                 raise InvalidStateError(f"job {job_id} is {row[0]}: only failed or cancelled"
                                         " jobs can be retried")
             db.execute(
