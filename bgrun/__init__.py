@@ -2,6 +2,8 @@
 
 The API is imported lazily: a runner or a job child that imports one bgrun module does
 not pay for the queueing side (inspect, the handle, the resolver) at start-up.
+
+A map of the modules, by layer, is in README.md ("How it works").
 """
 
 from __future__ import annotations

@@ -15,4 +15,4 @@ if __name__ == "__main__":
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     from bgrun.runner import main
 
-    main(sys.argv[1:])
+    main()

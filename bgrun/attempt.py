@@ -126,7 +126,7 @@ def _supervise(config: Config, store: Store, job: JobRecord,
                proc: forkrun.ChildProcess, started: float) -> Verdict | None:
     """Wait for the child; end its tree on timeout or cancel (then return that verdict).
 
-    psutil (about 20 ms to import) is only imported to end a tree: most runners never do.
+    psutil (slow to import) is only imported to end a tree: most runners never do.
     """
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
     waiter = _ExitWaiter(proc)

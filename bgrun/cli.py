@@ -57,8 +57,8 @@ def _log_internal(exc: Exception) -> None:
             error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
 
 
-def ctx() -> Context:
-    """Settings and store for this command."""
+def open_context() -> Context:
+    """bgrun's settings, store and logs for this command (not Click's context)."""
     return context_for(Config.load())
 
 
@@ -142,7 +142,7 @@ def _no_constant(name: str) -> Any:
 @handled
 def exec_(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
     """Queue TARGET.METHOD(ARGS...) as a background job; print its id."""
-    job_id, _ = enqueue(ctx(), build_request(target, method, args, **opts))
+    job_id, _ = enqueue(open_context(), build_request(target, method, args, **opts))
     click.echo(job_id)
 
 
@@ -154,7 +154,7 @@ def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
     from bgrun.foreground import run_foreground
 
     out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
-    job = run_foreground(ctx(), build_request(target, method, args, **opts),
+    job = run_foreground(open_context(), build_request(target, method, args, **opts),
                          lambda b: (out.write(b), out.flush()))
     status = job.status_at(time.time())
     detail = job.error if status != JobStatus.COMPLETED else f"result: {job.result_json}"
@@ -171,7 +171,7 @@ def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
 @handled
 def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
-    c = ctx()
+    c = open_context()
     control.settle_orphans(c)
     jobs = c.store.list_jobs(status=status, target=target, limit=limit)
     if as_json:
@@ -187,7 +187,7 @@ def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> 
 @handled
 def show(job_id: str, as_json: bool) -> None:
     """One job: attempts, timings, error and traceback, where its output is."""
-    c = ctx()
+    c = open_context()
     control.settle_orphans(c)
     job = c.store.get(job_id)
     data = job.to_dict(time.time())
@@ -204,7 +204,7 @@ def show(job_id: str, as_json: bool) -> None:
 @handled
 def wait(job_id: str, timeout: float | None) -> None:
     """Block until the job ends; exit 0 if completed, 1 if failed or cancelled."""
-    job = control.wait_for(ctx(), job_id, timeout)
+    job = control.wait_for(open_context(), job_id, timeout)
     status = job.status_at(time.time())
     click.echo(status)
     sys.exit(0 if status == JobStatus.COMPLETED else ExitCode.JOB_FAILED)
@@ -216,7 +216,7 @@ def wait(job_id: str, timeout: float | None) -> None:
 @handled
 def cancel(job_id: str, wait_: bool) -> None:
     """Cancel a queued, scheduled or running job (a running one's whole tree ends)."""
-    c = ctx()
+    c = open_context()
     job = control.cancel_job(c, job_id, by="cli")
     if wait_:
         job = control.wait_for(c, job_id)
@@ -229,7 +229,7 @@ def cancel(job_id: str, wait_: bool) -> None:
 @handled
 def retry(job_id: str) -> None:
     """Queue a failed or cancelled job again, under the same id."""
-    control.retry_job(ctx(), job_id, by="cli")
+    control.retry_job(open_context(), job_id, by="cli")
     click.echo(job_id)
 
 
@@ -239,7 +239,7 @@ def retry(job_id: str) -> None:
 @handled
 def logs(job_id: str, follow: bool) -> None:
     """The job's captured stdout and stderr."""
-    c = ctx()
+    c = open_context()
     out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
     if follow:
         from bgrun.follow import follow as follow_output
@@ -255,7 +255,7 @@ def recover() -> None:
     """Settle jobs whose runner died and start runners for waiting jobs."""
     from bgrun import allowlist
 
-    c = ctx()
+    c = open_context()
     settled, waiting = control.recover(c)
     click.echo(f"settled {settled} orphaned job(s); {waiting} waiting")
     if waiting:  # say so when they cannot run: nothing runs with a broken allowlist
@@ -271,7 +271,7 @@ def prune(older_than: str) -> None:
         seconds = parse_duration(older_than)
     except ValueError as exc:
         raise BadParamsError(str(exc)) from None
-    click.echo(f"deleted {len(control.prune(ctx(), seconds, by='cli'))} job(s)")
+    click.echo(f"deleted {len(control.prune(open_context(), seconds, by='cli'))} job(s)")
 
 
 @cli.command()
@@ -283,8 +283,13 @@ def worker(requeue_on_stop: bool) -> None:
     """Run the runner loop in the foreground (for systemd, supervisord, NSSM)."""
     from bgrun.runner import serve
 
-    if not serve(Config.load(), linger=True, requeue_on_stop=requeue_on_stop):
-        fail("every slot (BGRUN_CONCURRENCY) already has a runner", ExitCode.NO_SUCH_JOB)
+    config = Config.load()
+    if not serve(config, linger=True, requeue_on_stop=requeue_on_stop):
+        # Exit 4, not 3 (3 is "no such job, or an action its state does not allow"): this
+        # worker finds no room under the BGRUN_CONCURRENCY setting. Issue 16 (item 3)
+        # has `bgrun worker` wait for a slot instead of failing here.
+        fail(f"every slot (BGRUN_CONCURRENCY={config.concurrency}) already has a runner:"
+             " raise it to run this worker", ExitCode.UNUSABLE)
 
 
 @cli.command()

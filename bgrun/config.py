@@ -12,7 +12,7 @@ from typing import NamedTuple
 from bgrun.errors import ConfigError
 
 STORE_NAME = "bgrun.sqlite3"
-# Warm fork on Linux (about 8x the drain rate of spawn, see README "Performance"); spawn
+# Warm fork on Linux (it drains far faster than spawn: benchmarks/RESULTS.md); spawn
 # elsewhere: Windows has no fork, and macOS frameworks are unsafe to fork without exec.
 DEFAULT_MODE = "fork" if sys.platform == "linux" else "spawn"
 _PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)

@@ -45,6 +45,8 @@ def validate(config: Config, req: Request) -> NewJob:
     _check_numbers(retries, priority, timeout, req.delay)
     if req.unique is not None and (not req.unique or len(req.unique) > 200):
         raise BadParamsError("unique key must be 1 to 200 characters")
+    # The clock is read last, after the import check (which can be slow): the delay
+    # counts from the moment the job is ready to be stored.
     return NewJob(
         target=req.target, method=req.method, params_json=params_json, priority=priority,
         retries=retries, timeout=timeout, run_at=time.time() + req.delay, cwd=cwd,
@@ -67,7 +69,6 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
                       status="rejected", error=f"{exc.kind}: {exc}")
         raise
     now = time.time()
-    job = job._replace(run_at=now + req.delay)  # the delay counts from the stored created_at
     job_id, created = ctx.store.insert(job, now)
     if created:
         try:
@@ -107,7 +108,7 @@ def _check_numbers(retries: int, priority: int, timeout: float | None, delay: fl
 
 def _check_signature(func: Any, binds_self: bool, params: object) -> None:
     """Refuse params the callable cannot take, now rather than at run time."""
-    import inspect  # (7 ms: only callers that check imports pay for it)
+    import inspect  # here: only callers that check imports pay for importing it
 
     try:
         sig = inspect.signature(func)

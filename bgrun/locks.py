@@ -1,9 +1,9 @@
 """File locks: the OS releases them when their holder dies, which bgrun relies on.
 
-POSIX: `fcntl.flock` on a private (0600) lock file, a few microseconds a call. filelock's
-FileLock did the same job at about 2.5 ms an acquire on this machine (its registry,
-fork tracking and path canonicalisation), three times per job, so bgrun uses it only on
-Windows, where it wraps `msvcrt.locking`.
+POSIX: `fcntl.flock` on a private (0600) lock file, directly. filelock's FileLock does
+the same job with a registry, fork tracking and path canonicalisation on every acquire,
+and a job takes locks several times, so bgrun uses it only on Windows, where it wraps
+`msvcrt.locking` (benchmarks/RESULTS.md has the cost of each).
 
 A flock belongs to the open file description: two opens of one file in one process
 still exclude each other, and a forked child holding a copy keeps the lock alive (a

@@ -2,7 +2,8 @@
 
 On Linux it is read from /proc exactly as psutil computes `create_time()` (the boot time
 plus the start tick over the clock rate), without importing psutil: the runner asks once
-per attempt, psutil costs about 20 ms to import and 0.7 ms per call. Elsewhere psutil.
+per attempt, and psutil is slow to import and slower per call than one read of /proc
+(benchmarks/RESULTS.md). Elsewhere psutil.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
 
-SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (0.5 ms a look)
+SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (a look costs a query)
 
 
 class Runner:
@@ -195,7 +195,7 @@ def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False
     return True
 
 
-def main(argv: list[str]) -> None:
+def main() -> None:
     """Entry of a detached runner: serve, and log (never print) anything unexpected."""
     config = Config.load()
     try:

@@ -77,10 +77,6 @@ class Project:
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    def set_env(self, monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
-        for key, value in values.items():
-            monkeypatch.setenv(key, value)
-
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
