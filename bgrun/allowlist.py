@@ -50,6 +50,7 @@ class Allowlist(NamedTuple):
     def check(self, target: str, method: str) -> Rule:
         """The rule that allows `target.method`, or an error saying why it is refused."""
         check_names(target, method)
+        target, method = plain(target), plain(method)
         rule = self.rules.get(target)
         if rule is None:
             raise NotAllowedError(f"{shown(target)} is not in the allowlist {self.path}")
@@ -64,6 +65,15 @@ def shown(name: str) -> str:
     """A name as it can be quoted safely in a one-line message."""
     text = repr(name)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def plain(name: str) -> str:
+    """`name` as a plain `str` of the same characters.
+
+    A str subclass brings its own `__eq__` and `__hash__`, which a dict look-up or an `in`
+    would trust: one that claims to equal an allowed name would pass as that name.
+    """
+    return name if type(name) is str else str.__str__(name)
 
 
 def check_names(target: str, method: str) -> None:

@@ -62,6 +62,7 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     with `job=-` and raised; nothing is stored then.
     """
     ctx.log.check()  # an unwritable log refuses the job before it is stored
+    req = _plain_names(req)
     try:
         job = validate(ctx.config, req)
     except BgrunError as exc:
@@ -83,6 +84,14 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     settle_orphans_now_and_then(ctx)
     ensure_runner(ctx)
     return job_id, created
+
+
+def _plain_names(req: Request) -> Request:
+    """`req` with its names as plain `str`: what is checked is what is stored."""
+    def fix(value: Any) -> Any:
+        return allowlist.plain(value) if isinstance(value, str) else value
+
+    return req._replace(target=fix(req.target), method=fix(req.method), unique=fix(req.unique))
 
 
 def _first(*values: int | None) -> int:

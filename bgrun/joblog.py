@@ -21,8 +21,10 @@ from bgrun.locks import FileLock
 EVENTS_LOG = "background_jobs.log"
 ERRORS_LOG = "background_jobs_errors.log"
 
-_PLAIN = re.compile(r"[^\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_ESCAPE = re.compile(r"[\\\"\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: Bidirectional controls (and the Arabic letter mark): they reorder what a reader sees.
+BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_PLAIN = re.compile(rf"[^\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]+")
+_ESCAPE = re.compile(rf"[\\\"\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
 _FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _UNESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
 

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.dashboard import security
-from bgrun.dashboard.present import QueryError
+from bgrun.dashboard.present import QueryError, visible
 from bgrun.errors import BgrunError, InvalidStateError, NoSuchJobError
 from bgrun.records import iso
 
@@ -46,6 +46,7 @@ def create_app(config: Config, token: str, *, hosts: Iterable[str] = ()) -> Flas
     from bgrun.dashboard import api, pages
 
     app = Flask(__name__)
+    app.jinja_options = {**app.jinja_options, "finalize": visible}
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # per start: a restart signs everyone out
         SESSION_COOKIE_NAME="bgrun_session",

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgrun.joblog import BIDI
+from bgrun.jobrows import parse_job_id
 from bgrun.records import JobRecord, JobStatus
 
 STATUS_WORDS = tuple(s.value for s in JobStatus)
@@ -16,8 +18,8 @@ ACTIVE_WORDS = tuple(s.value for s in JobStatus if not s.finished)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 TAIL_BYTES = 64 * 1024
-_ID = re.compile(r"[0-9]{1,19}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_BIDI = re.compile(f"[{BIDI}]")
 
 
 class QueryError(ValueError):
@@ -43,7 +45,7 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
     if target is not None and len(target) > 500:
         raise QueryError("target is too long")
     before = args.get("before") or None
-    if before is not None and not _ID.fullmatch(before):
+    if before is not None and parse_job_id(before) is None:
         raise QueryError("before must be a job id")
     return Filters(status, target, before, parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
 
@@ -126,5 +128,24 @@ def read_chunk(path: Path, offset: int | None, limit: int = TAIL_BYTES) -> Chunk
 
 
 def printable(text: str) -> str:
-    """Output text with line breaks kept and other control characters shown as U+FFFD."""
-    return _CONTROL.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """Output text with line breaks kept, other control characters shown as U+FFFD, and
+    bidirectional controls spelled out."""
+    return spell_bidi(_CONTROL.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n")))
+
+
+def visible(value: Any) -> Any:
+    """A string with its bidirectional controls spelled out as `[U+202E]` (anything else
+    as it is): raw, they would reorder what the reader sees, in and around the value.
+
+    Every `{{ value }}` of the templates goes through here (Jinja's `finalize`), and
+    app.js does the same to what it shows from the API. Markup is left alone: its values
+    went through here already.
+    """
+    return spell_bidi(value) if type(value) is str else value
+
+
+def spell_bidi(text: str) -> str:
+    """`text` with each bidirectional control written as `[U+XXXX]`."""
+    if not _BIDI.search(text):
+        return text
+    return _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)

@@ -32,13 +32,31 @@ class LaunchSpec(NamedTuple):
     env_json: str
 
 
-def job_key(job_id: str) -> int:
-    try:
-        key = int(job_id)
-    except (TypeError, ValueError):
-        raise NoSuchJobError(f"no job {str(job_id)[:40]!r}: job ids are whole numbers") from None
-    if key <= 0 or key >= 2**63:
-        raise NoSuchJobError(f"no job {job_id}")
+MAX_ID = 2**63 - 1  # SQLite's largest rowid
+
+
+def parse_job_id(text: object) -> int | None:
+    """The job number `text` spells, or None unless it is the one canonical spelling.
+
+    ASCII digits only, no sign, no space, no underscore, no leading zero: `int()` would
+    take '+1', ' 1 ', '1_0', '01' and fullwidth or Arabic-Indic digits, each a second
+    name for a job that would pass where the first is refused or logged differently.
+    """
+    if not isinstance(text, str) or not 0 < len(text) <= 19:
+        return None
+    if not (text.isascii() and text.isdigit()) or text[0] == "0":
+        return None
+    key = int(text)
+    return key if key <= MAX_ID else None
+
+
+def job_key(job_id: object) -> int:
+    """The store's key for `job_id`, or NoSuchJobError for anything but a canonical id."""
+    key = parse_job_id(job_id)
+    if key is None:
+        shown = repr(job_id) if len(repr(job_id)) <= 40 else repr(job_id)[:37] + "..."
+        raise NoSuchJobError(f"no job {shown}: a job id is a whole number in ASCII digits"
+                             " (no sign, spaces or leading zero)")
     return key
 
 

@@ -47,9 +47,22 @@
     return (end - Date.parse(job.started_at)) / 1000;
   }
 
+  // Bidirectional controls would reorder what the reader sees: spell them out, as the
+  // server does in its pages (present.visible).
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+  function visible(text) {
+    return text.replace(BIDI, function (c) {
+      return "[U+" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0") + "]";
+    });
+  }
+
   function el(tag, props, children) {
     const node = document.createElement(tag);
     Object.assign(node, props || {});
+    if (props && typeof props.textContent === "string") {
+      node.textContent = visible(props.textContent);
+    }
     (children || []).forEach(function (child) {
       node.append(child);
     });
