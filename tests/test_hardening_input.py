@@ -22,13 +22,13 @@ BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\
 @pytest.mark.parametrize("text", [*LOOKALIKES, "1_0", "0", "", "9" * 20,
                                   "9223372036854775808", "-1", "1.0", "0x1"])
 def test_only_the_canonical_ascii_spelling_is_a_job_id(text):
-    from bgrun.jobrows import parse_job_id
+    from bgrun.store.rows import parse_job_id
 
     assert parse_job_id(text) is None
 
 
 def test_canonical_ids_parse():
-    from bgrun.jobrows import parse_job_id
+    from bgrun.store.rows import parse_job_id
 
     assert parse_job_id("1") == 1
     assert parse_job_id("9223372036854775807") == 2**63 - 1

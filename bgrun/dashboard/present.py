@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bgrun.joblog import BIDI
-from bgrun.jobrows import parse_job_id
 from bgrun.records import JobRecord, JobStatus
+from bgrun.store.rows import parse_job_id
 
 STATUS_WORDS = tuple(s.value for s in JobStatus)
 ACTIVE_WORDS = tuple(s.value for s in JobStatus if not s.finished)
