@@ -29,6 +29,7 @@ from bgrun.errors import (
 )
 
 if TYPE_CHECKING:
+    from bgrun._progress import progress
     from bgrun.api import get_job, run_background_job
     from bgrun.config import Config
     from bgrun.handle import Job
@@ -51,14 +52,17 @@ __all__ = [
     "TargetNotFoundError",
     "WaitTimeoutError",
     "get_job",
+    "progress",
     "run_background_job",
 ]
 
 _LAZY = {"run_background_job": "bgrun.api", "get_job": "bgrun.api",
-         "Config": "bgrun.config", "Job": "bgrun.handle"}
+         "Config": "bgrun.config", "Job": "bgrun.handle", "progress": "bgrun._progress"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # looked up once: `bgrun.progress(...)` in a loop stays cheap
+        return value
     raise AttributeError(f"module 'bgrun' has no attribute {name!r}")

@@ -21,6 +21,9 @@ EXIT_ERROR = 1
 EXIT_NOT_ALLOWED = 3  # the target left the allowlist: fail, never retry
 EXIT_ALLOWLIST_BROKEN = 4  # the allowlist is missing or broken: hand the job back
 
+#: The write end of the runner's progress pipe (-1: none); bgrun.progress() looks here.
+PROGRESS_FD = -1
+
 
 def main() -> None:
     spec = marshal.loads(sys.stdin.buffer.read())  # noqa: S302 - from our own runner
@@ -33,6 +36,11 @@ def main() -> None:
 
 def run(spec: dict) -> None:  # type: ignore[type-arg]
     """Run the attempt described by `spec` and exit with its verdict."""
+    global PROGRESS_FD
+    fd = spec.get("progress_fd", -1)
+    if fd >= 0:
+        os.set_inheritable(fd, False)  # the job's own subprocesses do not get it
+        PROGRESS_FD = fd
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)

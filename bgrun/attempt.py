@@ -26,6 +26,7 @@ from bgrun.params import decode_params
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
 from bgrun.records import JobRecord, Outcome, iso
+from bgrun.relay import ProgressRelay
 from bgrun.store import Store
 
 CHILD_SCRIPT = str(Path(_child.__file__).resolve().with_name("_spawned.py"))
@@ -66,20 +67,15 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     env = json.loads(launch.env_json)
     tag_key, _, tag_value = marker(job, os.getpid()).partition("=")
     env.update({"BGRUN_JOB_ID": job.id, tag_key: tag_value})
-    out_fd = open_append(Path(job.output))
+    relay = ProgressRelay()
+    spec["progress_fd"] = relay.write_fd
     try:
-        os.write(out_fd, f"--- bgrun: attempt {job.attempts} started {iso(time.time())}\n".encode())
-        proc: forkrun.ChildProcess
-        if _may_fork(config, job, launch.python, env):  # warm fork mode (POSIX)
-            proc = forkrun.start_forked(spec, cwd=job.cwd, env=env, output_fd=out_fd)
-        else:
-            proc = start_child([launch.python, CHILD_SCRIPT], cwd=job.cwd, env=env,
-                               output_fd=out_fd)
+        proc = _start(config, job, spec, launch.python, env, relay.write_fd)
     except OSError as exc:
+        relay.close()
         return Verdict(Outcome.FAILED,
                        Failure.CRASHED.says(f"cannot start {launch.python}: {exc.strerror or exc}"))
-    finally:
-        os.close(out_fd)
+    relay.started()
     stdin = getattr(proc, "stdin", None)
     if stdin is not None:  # spawned: send the spec (a forked child has it already)
         try:
@@ -91,8 +87,27 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     store.set_child(job.id, proc.pid, started)
     if on_start is not None:
         on_start(proc.pid, started)
-    ended = _supervise(config, store, job, proc, started)
-    return ended or read_verdict(proc.wait(), result_path, config.max_result_bytes)
+    try:
+        ended = _supervise(config, store, job, proc, started, relay)
+        verdict = ended or read_verdict(proc.wait(), result_path, config.max_result_bytes)
+        relay.poll(store, job.id, job.attempts, last=True)  # the last report lands first
+    finally:
+        relay.close()
+    return verdict
+
+
+def _start(config: Config, job: JobRecord, spec: dict[str, object], python: str,
+           env: dict[str, str], progress_fd: int) -> forkrun.ChildProcess:
+    """Fork or spawn the attempt's child, its output going to the job's output file."""
+    out_fd = open_append(Path(job.output))
+    try:
+        os.write(out_fd, f"--- bgrun: attempt {job.attempts} started {iso(time.time())}\n".encode())
+        if _may_fork(config, job, python, env):  # warm fork mode (POSIX)
+            return forkrun.start_forked(spec, cwd=job.cwd, env=env, output_fd=out_fd)
+        return start_child([python, CHILD_SCRIPT], cwd=job.cwd, env=env, output_fd=out_fd,
+                           keep_fd=progress_fd)
+    finally:
+        os.close(out_fd)
 
 
 def _may_fork(config: Config, job: JobRecord, python: str, env: dict[str, str]) -> bool:
@@ -123,7 +138,8 @@ def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
 
 
 def _supervise(config: Config, store: Store, job: JobRecord,
-               proc: forkrun.ChildProcess, started: float) -> Verdict | None:
+               proc: forkrun.ChildProcess, started: float, relay: ProgressRelay
+               ) -> Verdict | None:
     """Wait for the child; end its tree on timeout or cancel (then return that verdict).
 
     psutil (slow to import) is only imported to end a tree: most runners never do.
@@ -136,6 +152,7 @@ def _supervise(config: Config, store: Store, job: JobRecord,
                                                             deadline - time.monotonic())
             if waiter.wait(max(wait, 0.0)):
                 return None
+            relay.poll(store, job.id, job.attempts)
             if deadline is not None and time.monotonic() >= deadline:
                 from bgrun import proctree
 

@@ -8,10 +8,10 @@ keeps every guarantee of a spawned one before any user code runs:
 - the job's working directory, with it first on `sys.path`, and `os.environ` made the
   job's environment (and `TZ` re-read where it differs);
 - stdin from /dev/null, stdout and stderr to the job's output file;
-- every inherited descriptor above 2 closed: the runner's slot lock (a flock belongs to
-  the open file, so a child holding a copy would keep a dead runner's slot), its SQLite
-  connection, the wake FIFO. The child never touches the store: it only runs
-  `bgrun._child.run(spec)`, which ends with `os._exit`;
+- every inherited descriptor above 2 closed but the progress pipe's write end: the
+  runner's slot lock (a flock belongs to the open file, so a child holding a copy would
+  keep a dead runner's slot), its SQLite connection, the wake FIFO. The child never
+  touches the store: it only runs `bgrun._child.run(spec)`, which ends with `os._exit`;
 - the runner's signal handlers and exit hooks dropped (the job's own exit hooks run).
 
 The runner supervises a forked child exactly like a spawned one: `ForkedChild` looks
@@ -186,7 +186,12 @@ def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[
             os.dup2(devnull, 0)
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)
-            os.closerange(3, _max_fd())
+            keep = spec.get("progress_fd", -1)  # the progress pipe: the one kept
+            if isinstance(keep, int) and keep >= 3:
+                os.closerange(3, keep)
+                os.closerange(keep + 1, _max_fd())
+            else:
+                os.closerange(3, _max_fd())
             os.chdir(cwd)
             remove, assign = changes
             for key in remove:

@@ -60,11 +60,13 @@ def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) ->
 
 
 def start_child(
-    argv: Sequence[str], *, cwd: str, env: Mapping[str, str], output_fd: int
+    argv: Sequence[str], *, cwd: str, env: Mapping[str, str], output_fd: int,
+    keep_fd: int = -1,
 ) -> subprocess.Popen[bytes]:
     """Start one job attempt in its own process group, its output going to `output_fd`.
 
-    The child reads its job spec from the stdin pipe, then detaches stdin.
+    The child reads its job spec from the stdin pipe, then detaches stdin. `keep_fd`
+    (POSIX; -1 for none) is inherited under the same number: the progress pipe.
     """
     import subprocess
 
@@ -80,4 +82,6 @@ def start_child(
         kwargs["creationflags"] = CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
     else:
         kwargs["start_new_session"] = True
+        if keep_fd >= 0:
+            kwargs["pass_fds"] = (keep_fd,)
     return subprocess.Popen(list(argv), **kwargs)  # type: ignore[call-overload, no-any-return]

@@ -94,6 +94,7 @@ class JobRecord(NamedTuple):
     cancel_requested: bool
     runner_pid: int | None
     child_pid: int | None
+    progress_json: str | None
     output: str
 
     def status_at(self, now: float) -> JobStatus:
@@ -125,4 +126,14 @@ class JobRecord(NamedTuple):
             "cwd": self.cwd,
             "output": self.output,
             "cancel_requested": self.cancel_requested,
+            "progress": progress_of(self.progress_json),
         }
+
+
+def progress_of(progress_json: str | None) -> dict[str, Any] | None:
+    """A stored progress report as JSON gives it: done, total, message, at (ISO 8601)."""
+    if progress_json is None:
+        return None
+    report: dict[str, Any] = json.loads(progress_json)
+    return {"done": report["done"], "total": report["total"], "message": report["message"],
+            "at": iso(report["at"])}

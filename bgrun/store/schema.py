@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bgrun.errors import StoreError
 
-VERSION = 1
+VERSION = 2
 
 _V1 = """
 CREATE TABLE jobs (
@@ -56,6 +56,21 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_job ON attempts (job_id, number);
 """
 
+# 2: progress reports, finished-per-minute stats, and the runners view.
+_V2 = """
+ALTER TABLE jobs ADD COLUMN progress TEXT;  -- JSON {done, total, message, at} or NULL
+CREATE INDEX jobs_finished ON jobs (finished_at, status);
+CREATE TABLE runners (
+    slot INTEGER PRIMARY KEY,               -- a dead runner's row is replaced by its heir's
+    pid INTEGER NOT NULL,
+    process_start REAL NOT NULL,            -- against pid reuse
+    started_at REAL NOT NULL,
+    queues TEXT                             -- NULL: every queue
+);
+"""
+
+_STEPS = {1: _V1, 2: _V2}  # the script that brings version N-1 to N
+
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the store's schema up to VERSION; refuse a store from a newer bgrun."""
@@ -71,14 +86,20 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables:
                 raise StoreError(f"{path} is an SQLite file but not a bgrun store; left as it is")
-            for statement in _V1.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {VERSION}")
+        for step in range(version + 1, VERSION + 1):
+            _run_script(db, _STEPS[step])
+        db.execute(f"PRAGMA user_version = {VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        lines = [line.split("--")[0] for line in statement.splitlines()]
+        if "".join(lines).strip():
+            db.execute(statement)
 
 
 def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:

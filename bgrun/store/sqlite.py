@@ -21,19 +21,20 @@ from bgrun.files import touch_private
 from bgrun.records import AttemptRecord, JobRecord, Outcome, State
 from bgrun.store.rows import LaunchSpec, NewJob, job_key, status_filter
 from bgrun.store.schema import migrate, refuse_foreign
+from bgrun.store.watch import WatchStore
 
 __all__ = ["SqliteStore"]
 
 _COLUMNS = (
     "id, target, method, params, status, priority, attempts, retries, timeout, unique_key,"
     " created_at, run_at, started_at, finished_at, error, traceback, result, cwd, allowlist,"
-    " cancel_requested, runner_pid, child_pid"
+    " cancel_requested, runner_pid, child_pid, progress"
 )
 _ACTIVE = (State.WAITING.value, State.RUNNING.value)
 OPEN_TIMEOUT = 30.0  # seconds to keep trying a store that other processes are opening
 
 
-class SqliteStore:
+class SqliteStore(WatchStore):
     """The jobs table and its transitions; every method is one atomic transaction."""
 
     def __init__(self, path: Path, output_dir: Path, synchronous: str = "FULL") -> None:
@@ -150,7 +151,8 @@ class SqliteStore:
         with self._write() as db:
             row = db.execute(
                 f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"  # noqa: S608 - constant SQL, values bound
-                f" runner_slot = ?, runner_pid = ?, child_pid = NULL, child_started = NULL"
+                f" runner_slot = ?, runner_pid = ?, child_pid = NULL, child_started = NULL,"
+                f" progress = NULL"  # a new attempt starts from nothing
                 f" WHERE id = {which} AND status = 'waiting' RETURNING {_COLUMNS}",
                 (now, slot, runner_pid, key),
             ).fetchone()

@@ -1,0 +1,105 @@
+"""The store's queries for watching work move: progress, finished-per-minute, runners.
+
+A mixin of `Store` (each method one short transaction or one read, like the rest of it),
+kept apart so the job transitions stay in one readable file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import NamedTuple
+
+from bgrun.store.rows import job_key
+
+
+class RunnerRow(NamedTuple):
+    """A runner as it registered itself, with the job it runs now (None: idle)."""
+
+    slot: int
+    pid: int
+    process_start: float
+    started_at: float
+    queues: str | None  # comma-separated; None: every queue
+    job_id: str | None
+    target: str | None
+    method: str | None
+    job_started_at: float | None
+    progress_json: str | None
+
+
+class WatchStore:
+    """Progress, stats and runner rows (mixed into `Store`, which provides the two below)."""
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
+    def set_progress(self, job_id: str, attempt: int, progress_json: str) -> bool:
+        """Store attempt `attempt`'s newest report; False if that attempt is over."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'"
+                " AND attempts = ?",
+                (progress_json, job_key(job_id), attempt),
+            )
+            return bool(cur.rowcount)
+
+    def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
+        """(minute as epoch // 60, completed or failed, count) of jobs finished since `since`."""
+        # jobs_finished (finished_at, status) covers the query: no table row is read.
+        rows = self._read(
+            "SELECT CAST(finished_at / 60 AS INTEGER), status, COUNT(*)"
+            " FROM jobs INDEXED BY jobs_finished"
+            " WHERE finished_at >= ? AND status IN ('completed', 'failed') GROUP BY 1, 2",
+            (since,),
+        )
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def active_by_queue(self, now: float) -> dict[str, dict[str, int]]:
+        """How many jobs are scheduled, queued and running now, per queue."""
+        # One queue, `default`, until jobs carry a queue: group by it then.
+        rows = self._read(
+            "SELECT 'default', CASE WHEN status = 'running' THEN 'running'"
+            " WHEN ready_at > ? THEN 'scheduled' ELSE 'queued' END, COUNT(*)"
+            " FROM jobs WHERE status IN ('waiting', 'running') GROUP BY 1, 2",
+            (now,),
+        )
+        out: dict[str, dict[str, int]] = {}
+        for queue, word, count in rows:
+            out.setdefault(str(queue), {"queued": 0, "scheduled": 0, "running": 0})[word] = count
+        return out
+
+    def register_runner(self, slot: int, pid: int, process_start: float, now: float,
+                        queues: str | None = None) -> None:
+        """Record the runner that now holds `slot` (replacing a dead one's row)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runners (slot, pid, process_start, started_at, queues)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (slot, pid, process_start, now, queues),
+            )
+
+    def unregister_runner(self, slot: int, pid: int) -> None:
+        """Remove the row of the runner `pid` from `slot` (it released the slot)."""
+        with self._write() as db:
+            db.execute("DELETE FROM runners WHERE slot = ? AND pid = ?", (slot, pid))
+
+    def runner_rows(self) -> list[RunnerRow]:
+        """Every registered runner, live or not, with its running job; by slot."""
+        rows = self._read(
+            "SELECT r.slot, r.pid, r.process_start, r.started_at, r.queues, j.id, j.target,"
+            " j.method, j.started_at, j.progress FROM runners r LEFT JOIN jobs j"
+            " ON j.status = 'running' AND j.runner_slot = r.slot AND j.runner_pid = r.pid"
+            " ORDER BY r.slot"
+        )
+        return list(_runner_rows(rows))
+
+
+def _runner_rows(rows: list[sqlite3.Row]) -> Iterator[RunnerRow]:
+    for r in rows:
+        yield RunnerRow(int(r[0]), int(r[1]), float(r[2]), float(r[3]), r[4],
+                        None if r[5] is None else str(r[5]), r[6], r[7], r[8], r[9])
