@@ -19,7 +19,7 @@ from bgrun.context import Context, context_for
 from bgrun.enqueue import Request, enqueue
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
 from bgrun.records import JobStatus
-from bgrun.render import job_page, job_table, parse_duration
+from bgrun.render import job_page, job_table, parse_duration, runner_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = [s.value for s in JobStatus]
@@ -203,11 +203,28 @@ def show(job_id: str, as_json: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up after S seconds (exit 124).")
 @handled
 def wait(job_id: str, timeout: float | None) -> None:
-    """Block until the job ends; exit 0 if completed, 1 if failed or cancelled."""
-    job = control.wait_for(open_context(), job_id, timeout)
+    """Block until the job ends; exit 0 if completed, 1 if failed or cancelled.
+
+    On a terminal, stderr shows the job's progress as a bar with its message and an ETA.
+    """
+    from bgrun.waitbar import bar_for
+
+    with bar_for(sys.stderr) as bar:
+        job = control.wait_for(open_context(), job_id, timeout, on_poll=bar)
     status = job.status_at(time.time())
     click.echo(status)
     sys.exit(0 if status == JobStatus.COMPLETED else ExitCode.JOB_FAILED)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@handled
+def runners(as_json: bool) -> None:
+    """Every live runner: slot, pid, queues, and the job it runs (or idle)."""
+    from bgrun.runners import live_runners
+
+    found = live_runners(open_context())
+    click.echo(json.dumps(found, indent=2) if as_json else runner_table(found))
 
 
 @cli.command()

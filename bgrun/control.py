@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bgrun.context import Context
@@ -13,14 +14,20 @@ from bgrun.settle import SETTLE_EVERY, ensure_runner, recover, settle_orphans
 __all__ = ["recover", "settle_orphans"]
 
 
-def wait_for(ctx: Context, job_id: str, timeout: float | None = None) -> JobRecord:
-    """Block until the job ends and return it; WaitTimeoutError after `timeout` seconds."""
+def wait_for(ctx: Context, job_id: str, timeout: float | None = None,
+             on_poll: Callable[[JobRecord], object] | None = None) -> JobRecord:
+    """Block until the job ends and return it; WaitTimeoutError after `timeout` seconds.
+
+    `on_poll(job)` sees the job each time it is read (a progress bar draws from it).
+    """
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     last_settle = start
     pause = 0.01
     while True:
         job = ctx.store.get(job_id)
+        if on_poll is not None:
+            on_poll(job)
         if job.status_at(time.time()).finished:
             return job
         now = time.monotonic()

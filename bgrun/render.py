@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bgrun.records import AttemptRecord, JobRecord, JobStatus
+from bgrun.records import AttemptRecord, JobRecord, JobStatus, progress_of
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -39,13 +39,14 @@ def one_line(text: str | None, width: int) -> str:
 def job_table(jobs: list[JobRecord]) -> str:
     """`bgrun list` as an aligned table."""
     now = time.time()
-    rows = [("ID", "STATUS", "JOB", "TRIES", "CREATED (UTC)", "ERROR")]
+    rows = [("ID", "STATUS", "JOB", "TRIES", "PROGRESS", "CREATED (UTC)", "ERROR")]
     for job in jobs:
         rows.append((
             job.id,
             job.status_at(now).value,
             one_line(f"{job.target}.{job.method}", 50),
             f"{job.attempts}/{job.retries + 1}",
+            progress_cell(progress_of(job.progress_json)),
             short_time(job.created_at),
             one_line(job.error, 60),
         ))
@@ -64,6 +65,8 @@ def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
                 "cwd", "output"):
         if job.get(key) is not None:
             lines.append(f"  {key + ':':13} {one_line(str(job[key]), 200)}")
+    if job.get("progress"):
+        lines.append(f"  {'progress:':13} {one_line(progress_line(job['progress']), 200)}")
     for attempt in attempts:
         took = "" if attempt.finished_at is None else (
             f" in {attempt.finished_at - attempt.started_at:.3f} s")
@@ -74,3 +77,48 @@ def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
         lines.append("  traceback:")
         lines.extend("    " + one_line(line, 2000) for line in str(job["traceback"]).splitlines())
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def progress_cell(progress: dict[str, Any] | None) -> str:
+    """A report in a table cell: '42%' of a known total, else the count done; '-' if none."""
+    if progress is None:
+        return "-"
+    total = progress["total"]
+    if total:
+        return f"{int(100 * progress['done'] / total)}%"
+    return _number(progress["done"]) + ("" if total is None else "/0")
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    """A report in words: '42/100 (42%) loading rows  [at 2026-06-01 10:00:00]'."""
+    done, total = progress["done"], progress["total"]
+    text = _number(done) if total is None else f"{_number(done)}/{_number(total)}"
+    if total:
+        text += f" ({int(100 * done / total)}%)"
+    if progress["message"]:
+        text += f" {progress['message']}"
+    at = progress.get("at")
+    return text + (f"  [at {at[:19].replace('T', ' ')} UTC]" if at else "")
+
+
+def runner_table(runners: list[dict[str, Any]]) -> str:
+    """`bgrun runners` as an aligned table (or a sentence when none is alive)."""
+    if not runners:
+        return "no live runner"
+    rows = [("SLOT", "PID", "QUEUES", "STATE", "JOB", "SINCE (UTC)", "PROGRESS")]
+    for r in runners:
+        job = r["job"] or {}
+        rows.append((
+            str(r["slot"]), str(r["pid"]), ",".join(r["queues"]) if r["queues"] else "all",
+            "idle" if r["idle"] else "busy",
+            one_line(f"{job['id']} {job['target']}.{job['method']}", 50) if job else "-",
+            (job.get("since") or "-")[:19].replace("T", " ") if job else "-",
+            progress_cell(job.get("progress")) if job else "",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)

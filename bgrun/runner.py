@@ -14,6 +14,7 @@ One loop, in this order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -25,6 +26,7 @@ from bgrun.context import Context
 from bgrun.errors import BgrunError, ConfigError
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
+from bgrun.procstart import process_start
 from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
@@ -48,8 +50,14 @@ class Runner:
         self.child: tuple[int, float] | None = None  # the running attempt's (pid, start)
         self.last_spread = float("-inf")  # a runner's first attempt always looks
 
+    def register(self) -> None:
+        """Be seen in the runners view (`bgrun runners`) while holding this slot."""
+        pid = os.getpid()
+        self.ctx.store.register_runner(self.slot, pid, process_start(pid), time.time())
+
     def serve(self) -> None:
         """Run jobs until there is nothing left to do (or a stop signal)."""
+        self.register()
         settle_orphans(self.ctx, my_slot=self.slot)
         idle_since = last_settle = time.monotonic()
         looked_again = False
@@ -98,6 +106,7 @@ class Runner:
     def _give_up_slot(self) -> None:
         """Stop counting as idle, and release the keeper lock (if held) and the slot."""
         self.waker.busy()
+        self.ctx.store.unregister_runner(self.slot, os.getpid())
         if self.keeper is not None:
             self.keeper.release()
             self.keeper = None
@@ -113,6 +122,7 @@ class Runner:
         if taken is None:
             return True  # every slot has a runner, and they will claim it
         self.slot, self.lock = taken
+        self.register()
         return False
 
     def _retire(self) -> None:
@@ -191,6 +201,8 @@ def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False
         runner.serve()
     finally:
         if runner.lock.is_locked:
+            with contextlib.suppress(BgrunError):  # the row of a dead slot is ignored anyway
+                ctx.store.unregister_runner(runner.slot, os.getpid())
             runner.lock.release()
     return True
 
