@@ -12,6 +12,7 @@ import pytest
 
 import bgrun
 from bgrun import run_background_job
+from bgrun.records import Outcome
 from bgrun.relay import parse
 from bgrun.slots import slot_lock
 from bgrun.store import Store, schema
@@ -112,11 +113,11 @@ def test_a_new_attempt_starts_without_the_old_report(project):
         report = json.dumps({"done": 1, "total": 2, "message": None, "at": time.time()})
         assert store.set_progress(job.id, 1, report)
         assert store.get(job.id).progress_json == report
-        store.finish(job.id, 1, time.time(), outcome="failed", retry_at=time.time())
+        store.finish(job.id, 1, time.time(), outcome=Outcome.FAILED, retry_at=time.time())
         assert store.get(job.id).progress_json == report  # kept while it waits
         assert store.claim(later, 99, os.getpid()).progress_json is None
         assert not store.set_progress(job.id, 1, report)  # attempt 1 is over: fenced
-        store.finish(job.id, 2, time.time(), outcome="completed")
+        store.finish(job.id, 2, time.time(), outcome=Outcome.COMPLETED)
 
 
 def test_a_version_1_store_is_migrated(project, tmp_path):
