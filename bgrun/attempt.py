@@ -21,7 +21,7 @@ from bgrun import _child, allowlist, forkrun
 from bgrun.config import Config
 from bgrun.errors import AllowlistError, Failure, RefusedError
 from bgrun.files import open_append
-from bgrun.launcher import start_child
+from bgrun.launcher import start_child, without_secrets
 from bgrun.params import decode_params
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
@@ -64,7 +64,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     result_path.unlink(missing_ok=True)
     spec = _spec(config, job, rule_file.signature, result_path)
     launch = store.launch_spec(job.id)
-    env = json.loads(launch.env_json)
+    env = without_secrets(json.loads(launch.env_json))  # (stored before they were dropped)
     tag_key, _, tag_value = marker(job, os.getpid()).partition("=")
     env.update({"BGRUN_JOB_ID": job.id, tag_key: tag_value})
     relay = ProgressRelay()

@@ -11,6 +11,7 @@ from bgrun import allowlist
 from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BadParamsError, BgrunError, ConfigError
+from bgrun.launcher import without_secrets
 from bgrun.params import encode_params
 from bgrun.records import JobStatus
 from bgrun.resolve import find_callable
@@ -50,7 +51,7 @@ def validate(config: Config, req: Request) -> NewJob:
     return NewJob(
         target=req.target, method=req.method, params_json=params_json, priority=priority,
         retries=retries, timeout=timeout, run_at=time.time() + req.delay, cwd=cwd,
-        python=config.require_python(), env_json=json.dumps(dict(os.environ)),
+        python=config.require_python(), env_json=json.dumps(without_secrets(os.environ)),
         allowlist=str(config.allowlist), unique_key=req.unique,
     )
 

@@ -25,6 +25,17 @@ CREATE_NO_WINDOW = 0x08000000
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
 
 
+#: bgrun's own secrets, which no process it starts may inherit: the dashboard's token
+#: would otherwise reach every runner a dashboard starts (its retry, its orphan settling)
+#: and, through the runner's exec-time environment, every job forked from it.
+PRIVATE_VARS = frozenset({"BGRUN_DASHBOARD_TOKEN"})
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `env` without PRIVATE_VARS: the environment a started process may have."""
+    return {key: value for key, value in env.items() if key not in PRIVATE_VARS}
+
+
 def detached_flags(breakaway: bool) -> int:
     """Windows flags for a process that must outlive its starter (and its console)."""
     flags = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
@@ -43,7 +54,7 @@ def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) ->
 
     common: dict[str, object] = {
         "cwd": str(cwd),
-        "env": dict(env),
+        "env": without_secrets(env),
         "stdin": subprocess.DEVNULL,
         "stdout": subprocess.DEVNULL,
         "stderr": subprocess.DEVNULL,
@@ -72,7 +83,7 @@ def start_child(
 
     kwargs: dict[str, object] = {
         "cwd": cwd,
-        "env": dict(env),
+        "env": without_secrets(env),
         "stdin": subprocess.PIPE,
         "stdout": output_fd,
         "stderr": output_fd,

@@ -41,6 +41,7 @@ def build_server(config: Config, host: str, port: int, environ: Mapping[str, str
 def serve_dashboard(config: Config, host: str, port: int) -> None:
     """Serve the dashboard on host:port until interrupted; print the token if generated."""
     served = build_server(config, host, port, merged_environ(Path.cwd(), os.environ))
+    os.environ.pop(security.TOKEN_ENV, None)  # read once; nothing started from here gets it
     print(f"bgrun dashboard: serving on {served.url} (Ctrl-C stops it)", flush=True)
     if served.generated:
         print(f"bgrun dashboard: sign-in token (generated, shown only now): {served.token}",
