@@ -22,9 +22,11 @@ from bgrun.errors import (
     MethodNotFoundError,
     NoSuchJobError,
     NotAllowedError,
+    OutputGoneError,
     RefusedError,
     StoreError,
     TargetNotFoundError,
+    TargetNotUsableError,
     WaitTimeoutError,
 )
 
@@ -47,9 +49,11 @@ __all__ = [
     "MethodNotFoundError",
     "NoSuchJobError",
     "NotAllowedError",
+    "OutputGoneError",
     "RefusedError",
     "StoreError",
     "TargetNotFoundError",
+    "TargetNotUsableError",
     "WaitTimeoutError",
     "get_job",
     "progress",
@@ -66,3 +70,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value  # looked up once: `bgrun.progress(...)` in a loop stays cheap
         return value
     raise AttributeError(f"module 'bgrun' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (most of it is imported only when first used), not the helpers."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -24,15 +24,16 @@ def run_background_job(
 
     Returns at once with a handle whose `.id` names the job. Bad input raises a subclass
     of BgrunError and stores nothing. `unique`: while a job with that key is waiting or
-    running, return its handle instead of queueing another. `check_import=False` skips
-    importing the target to check that it exists (for callers that must not load it).
+    running, return its handle (with `.existing` True) instead of queueing another.
+    `check_import=False` skips importing the target to check that it exists (for callers
+    that must not load it).
     """
     config = Config.load()
     ctx = context_for(config)
     request = Request(target, method, params, retries, delay, priority, timeout, unique,
                       check_import)
-    job_id, _ = enqueue(ctx, request)
-    return Job(job_id, config, stored=True)
+    job_id, created = enqueue(ctx, request)
+    return Job(job_id, config, stored=True, existing=not created)
 
 
 def get_job(job_id: str) -> Job:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bgrun.context import Context
-from bgrun.errors import InvalidStateError, WaitTimeoutError
+from bgrun.errors import InvalidStateError, OutputGoneError, WaitTimeoutError
 from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import SETTLE_EVERY, ensure_runner, recover, settle_orphans
 
@@ -87,10 +87,21 @@ def prune(ctx: Context, older_than: float, by: str) -> list[str]:
     return delete_jobs(ctx, ctx.store.finished_before(time.time() - older_than), by)
 
 
+OUTPUT_GRACE = 2.0  # seconds after a claim during which a missing output file is normal
+
+
 def read_output(ctx: Context, job_id: str) -> bytes:
-    """The job's captured stdout and stderr so far (empty before it first runs)."""
+    """The job's captured stdout and stderr so far (empty before it first runs).
+
+    OutputGoneError when the job ran but its file is gone: an empty answer would read as
+    "the job printed nothing".
+    """
     job = ctx.store.get(job_id)
     try:
         return Path(job.output).read_bytes()
     except FileNotFoundError:
-        return b""
+        if job.started_at is None or (job.stored_status == State.RUNNING
+                                      and time.time() - job.started_at < OUTPUT_GRACE):
+            return b""  # not run yet, or its runner is opening the file right now
+        raise OutputGoneError(f"job {job_id} ran, but its output file {job.output} is gone"
+                              " (deleted, or the log folder was moved)") from None

@@ -81,6 +81,12 @@ class ImportFailedError(RefusedError):
     kind = "ImportFailed"
 
 
+class TargetNotUsableError(RefusedError):
+    """Raised when an allow-listed class cannot be made without arguments (its __init__)."""
+
+    kind = "NotUsable"
+
+
 class BadParamsError(RefusedError):
     """Raised when params are not strict JSON data within the size and depth limits."""
 
@@ -131,3 +137,10 @@ class WaitTimeoutError(BgrunError):
 
     exit_code = ExitCode.WAIT_TIMEOUT
     kind = "WaitTimeout"
+
+
+class OutputGoneError(BgrunError):
+    """Raised when a job that ran has no output file any more (deleted by hand, or pruned)."""
+
+    exit_code = ExitCode.NO_SUCH_JOB
+    kind = "OutputGone"

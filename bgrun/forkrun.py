@@ -38,6 +38,9 @@ from bgrun import _child
 from bgrun.config import Config
 
 EXIT_FORK_SETUP = 126  # the forked child could not set itself up (before user code)
+#: What `ps -e`, `top` and `pgrep` call a forked attempt (its command line stays the
+#: runner's: only a new interpreter could change that).
+JOB_PROCESS_NAME = b"bgrun-job"
 
 
 class ChildProcess(Protocol):
@@ -181,6 +184,7 @@ def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[
     else:
         try:
             os.setsid()
+            _name_process(JOB_PROCESS_NAME)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.dup2(devnull, 0)
@@ -213,6 +217,20 @@ def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[
             _child.run({**spec, "forked": True})
         finally:
             os._exit(_child.EXIT_ERROR)  # run() exits itself; this is a last resort
+
+
+def _name_process(name: bytes) -> None:  # pragma: no cover - forked child
+    """Set this process's name (Linux `comm`, as prctl(PR_SET_NAME) does), where it can."""
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return  # not Linux, or no /proc: the name stays the runner's
+    try:
+        os.write(fd, name[:15])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _max_fd() -> int:

@@ -297,12 +297,14 @@ class SqliteStore(WatchStore):
         before: str | None = None,
         now: float | None = None,
     ) -> list[JobRecord]:
-        """Jobs newest first, filtered by status word and target, paged by `before` id."""
+        """Jobs newest first, filtered by status word and target (or target.method), paged
+        by `before` id."""
         now = time.time() if now is None else now
         where, args = status_filter(status, now)
-        if target:
-            where.append("target = ?")
-            args.append(target)
+        if target:  # a target, or a target.method as `list` prints it
+            owner, _, method = target.rpartition(".")
+            where.append("(target = ? OR (target = ? AND method = ?))")
+            args.extend((target, owner, method))
         if before is not None:
             where.append("id < ?")
             args.append(job_key(before))
