@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -62,17 +62,58 @@ def open_context() -> Context:
     return context_for(Config.load())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """Click's group, with its usage errors as one line (`bgrun: error: ...`, exit 2)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any
+             ) -> Any:
+        """As click's main, but a usage error is one stderr line, as every bgrun error."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            fail(_usage_line(exc), exc.exit_code)
+        except click.Abort:
+            fail("interrupted", 130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    message = exc.format_message().rstrip(".")
+    command = getattr(getattr(exc, "ctx", None), "command_path", None)
+    if command is None:
+        return message
+    return f"{command}: {message} (see '{command} --help')"
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bgrun")
 def cli() -> None:
     """Run allow-listed Python callables as background jobs."""
+    warn_unknown_settings()
+
+
+def warn_unknown_settings() -> None:
+    """One stderr line naming the BGRUN_* variables bgrun does not know (typos)."""
+    import os
+    from pathlib import Path
+
+    from bgrun.config import merged_environ, unknown_names
+
+    with contextlib.suppress(OSError):  # (a deleted working folder is reported elsewhere)
+        unknown = unknown_names(merged_environ(Path.cwd(), os.environ))
+        if unknown:
+            click.echo(f"bgrun: warning: unknown setting(s), ignored: {', '.join(unknown)}",
+                       err=True)
 
 
 def job_options(func: F) -> F:
     """The options `exec` and `run` share."""
     for option in reversed([
         click.argument("target"),
-        click.argument("method"),
+        click.argument("method", required=False, metavar="METHOD"),
         click.argument("args", nargs=-1),
         click.option("--params", "params_json", metavar="JSON",
                      help="All params as JSON: a list (positional) or an object (keyword)."),
@@ -94,9 +135,14 @@ def job_options(func: F) -> F:
     return func
 
 
-def build_request(target: str, method: str, args: tuple[str, ...], params_json: str | None,
-                  kwargs: tuple[str, ...], json_kwargs: tuple[str, ...], **opts: Any) -> Request:
+def build_request(target: str, method: str | None, args: tuple[str, ...],
+                  params_json: str | None, kwargs: tuple[str, ...], json_kwargs: tuple[str, ...],
+                  **opts: Any) -> Request:
     """A Request from the command line's words."""
+    if method is None:
+        owner, _, name = target.rpartition(".")
+        hint = f": did you mean '{owner} {name}'?" if owner else ""
+        raise BadParamsError(f"missing METHOD: the syntax is TARGET METHOD [ARGS]...{hint}")
     params: Any = list(args)
     keywords: dict[str, Any] = {}
     for item in kwargs:
@@ -140,17 +186,26 @@ def _no_constant(name: str) -> Any:
 @cli.command("exec")
 @job_options
 @handled
-def exec_(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
-    """Queue TARGET.METHOD(ARGS...) as a background job; print its id."""
-    job_id, _ = enqueue(open_context(), build_request(target, method, args, **opts))
+def exec_(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -> None:
+    """Queue a background job: TARGET METHOD [ARGS]...; print its id.
+
+    TARGET is a module or a class (dotted), METHOD one of its functions or methods, e.g.
+    `bgrun exec myapp.mail.Mailer send ada@example.com`. ARGS are converted by the
+    method's simple annotations (int, float, bool, str and their optional forms).
+    """
+    request = build_request(target, method, args, **opts)
+    job_id, created = enqueue(open_context(), request)
+    if not created:
+        click.echo(f"bgrun: job {job_id} with unique key {request.unique!r} is still waiting"
+                   " or running: nothing new was queued", err=True)
     click.echo(job_id)
 
 
 @cli.command()
 @job_options
 @handled
-def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
-    """Run TARGET.METHOD(ARGS...) in the foreground; exit 0 if it completes."""
+def run(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -> None:
+    """Run a job in the foreground: TARGET METHOD [ARGS]...; exit 0 if it completes."""
     from bgrun.foreground import run_foreground
 
     out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
@@ -164,21 +219,24 @@ def run(target: str, method: str, args: tuple[str, ...], **opts: Any) -> None:
 
 @cli.command("list")
 @click.option("--status", type=click.Choice(STATUSES))
-@click.option("--target", help="Only jobs of this target.")
+@click.option("--target", help="Only jobs of this target (or of this target.method).")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
               help="0 means all.")
 @click.option("--json", "as_json", is_flag=True)
 @handled
 def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
+    from bgrun.waiting import Look, waiting_reason
+
     c = open_context()
     control.settle_orphans(c)
     jobs = c.store.list_jobs(status=status, target=target, limit=limit)
+    look = Look(c, time.time())
     if as_json:
-        now = time.time()
-        click.echo(json.dumps([j.to_dict(now) for j in jobs], indent=2))
+        click.echo(json.dumps([{**j.to_dict(look.now), "waiting_reason": waiting_reason(j, look)}
+                               for j in jobs], indent=2))
     else:
-        click.echo(job_table(jobs))
+        click.echo(job_table(jobs, lambda j: waiting_reason(j, look)))
 
 
 @cli.command()
@@ -187,10 +245,13 @@ def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> 
 @handled
 def show(job_id: str, as_json: bool) -> None:
     """One job: attempts, timings, error and traceback, where its output is."""
+    from bgrun.waiting import Look, waiting_reason
+
     c = open_context()
     control.settle_orphans(c)
     job = c.store.get(job_id)
-    data = job.to_dict(time.time())
+    look = Look(c, time.time())
+    data = {**job.to_dict(look.now), "waiting_reason": waiting_reason(job, look)}
     if as_json:
         data["attempt_history"] = [a._asdict() for a in c.store.attempts_of(job_id)]
         click.echo(json.dumps(data, indent=2))
@@ -258,7 +319,7 @@ def logs(job_id: str, follow: bool) -> None:
     """The job's captured stdout and stderr."""
     c = open_context()
     out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
-    if follow:
+    if follow and not c.store.get(job_id).status_at(time.time()).finished:
         from bgrun.follow import follow as follow_output
 
         follow_output(c, job_id, lambda b: (out.write(b), out.flush()))

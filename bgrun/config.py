@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +18,29 @@ DEFAULT_MODE = "fork" if sys.platform == "linux" else "spawn"
 _PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
 
 
+#: The variable of each Config field.
+SETTING_NAMES = {
+    "allowlist": "BGRUN_ALLOWLIST", "log_dir": "BGRUN_LOG_DIR", "store": "BGRUN_STORE",
+    "concurrency": "BGRUN_CONCURRENCY", "python": "BGRUN_PYTHON",
+    "retries": "BGRUN_RETRIES", "timeout": "BGRUN_TIMEOUT", "priority": "BGRUN_PRIORITY",
+    "backoff_base": "BGRUN_BACKOFF_BASE",
+    "backoff_max": "BGRUN_BACKOFF_MAX", "runner_idle": "BGRUN_RUNNER_IDLE",
+    "tick": "BGRUN_TICK", "cancel_grace": "BGRUN_CANCEL_GRACE",
+    "max_params_bytes": "BGRUN_MAX_PARAMS_BYTES",
+    "max_params_depth": "BGRUN_MAX_PARAMS_DEPTH",
+    "max_result_bytes": "BGRUN_MAX_RESULT_BYTES",
+    "log_max_bytes": "BGRUN_LOG_MAX_BYTES", "log_backups": "BGRUN_LOG_BACKUPS",
+    "mode": "BGRUN_MODE", "preload": "BGRUN_PRELOAD",
+}
+#: Every BGRUN_* name bgrun reads or sets: the settings above, the dashboard's, those a
+#: job sees, and the ones SPEC reserves. Any other is taken for a misspelling.
+KNOWN_NAMES = frozenset({
+    *SETTING_NAMES.values(), "BGRUN_DASHBOARD_TOKEN", "BGRUN_DASHBOARD_HOSTS",
+    "BGRUN_JOB_ID", "BGRUN_JOB_TAG", "BGRUN_HOST", "BGRUN_LEASE", "BGRUN_PG_NOTIFY",
+    "BGRUN_START_RUNNERS", "BGRUN_MAX_OUTPUT_BYTES",
+})
+
+
 class Config(NamedTuple):
     """Every setting bgrun reads, resolved to absolute paths and checked values."""
 
@@ -27,6 +50,8 @@ class Config(NamedTuple):
     concurrency: int
     python: str | None  # None when the caller is not a Python interpreter (uWSGI...)
     retries: int = 0
+    timeout: float | None = None  # seconds an attempt may run, unless the call or allowlist say
+    priority: int = 0
     backoff_base: float = 1.0
     backoff_max: float = 300.0
     runner_idle: float = 5.0
@@ -57,6 +82,8 @@ class Config(NamedTuple):
         )
         return defaults._replace(
             retries=_int(env, "BGRUN_RETRIES", defaults.retries, 0),
+            timeout=_timeout(env, "BGRUN_TIMEOUT"),
+            priority=_int(env, "BGRUN_PRIORITY", defaults.priority, -10**9, 10**9),
             backoff_base=_float(env, "BGRUN_BACKOFF_BASE", defaults.backoff_base),
             backoff_max=_float(env, "BGRUN_BACKOFF_MAX", defaults.backoff_max),
             runner_idle=_float(env, "BGRUN_RUNNER_IDLE", defaults.runner_idle),
@@ -73,24 +100,12 @@ class Config(NamedTuple):
 
     def as_environ(self) -> dict[str, str]:
         """These settings as BGRUN_* variables, so a runner we start sees exactly them."""
-        names = {
-            "allowlist": "BGRUN_ALLOWLIST", "log_dir": "BGRUN_LOG_DIR", "store": "BGRUN_STORE",
-            "concurrency": "BGRUN_CONCURRENCY", "python": "BGRUN_PYTHON",
-            "retries": "BGRUN_RETRIES", "backoff_base": "BGRUN_BACKOFF_BASE",
-            "backoff_max": "BGRUN_BACKOFF_MAX", "runner_idle": "BGRUN_RUNNER_IDLE",
-            "tick": "BGRUN_TICK", "cancel_grace": "BGRUN_CANCEL_GRACE",
-            "max_params_bytes": "BGRUN_MAX_PARAMS_BYTES",
-            "max_params_depth": "BGRUN_MAX_PARAMS_DEPTH",
-            "max_result_bytes": "BGRUN_MAX_RESULT_BYTES",
-            "log_max_bytes": "BGRUN_LOG_MAX_BYTES", "log_backups": "BGRUN_LOG_BACKUPS",
-            "mode": "BGRUN_MODE", "preload": "BGRUN_PRELOAD",
-        }
         out = {}
         for name, value in zip(self._fields, self, strict=True):
             if isinstance(value, bool):
-                out[names[name]] = "1" if value else "0"
+                out[SETTING_NAMES[name]] = "1" if value else "0"
             elif value is not None:
-                out[names[name]] = str(value)
+                out[SETTING_NAMES[name]] = str(value)
         return out
 
     def require_python(self) -> str:
@@ -120,6 +135,18 @@ def merged_environ(cwd: Path, environ: Mapping[str, str]) -> Mapping[str, str]:
     return ChainMap(dict(environ), values)
 
 
+def unknown_names(env: Iterable[str]) -> list[str]:
+    """A phrase for each BGRUN_* name in `env` that bgrun does not know (a typo is ignored
+    silently otherwise), with the known name it most resembles."""
+    import difflib
+
+    found = []
+    for name in sorted(n for n in env if n.startswith("BGRUN_") and n not in KNOWN_NAMES):
+        close = difflib.get_close_matches(name, KNOWN_NAMES, n=1, cutoff=0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
+
+
 def default_python() -> str | None:
     """`sys.executable` where it is a Python interpreter (not uWSGI or an embedding host)."""
     exe = sys.executable
@@ -135,7 +162,8 @@ def _path(value: str | None, cwd: Path, default: Path) -> Path:
     return (path if path.is_absolute() else cwd / path).absolute()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None
+         ) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -143,8 +171,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < low:
-        raise ConfigError(f"{name}={raw!r} must be at least {low}")
+    if value < low or (high is not None and value > high):
+        upper = f" and at most {high}" if high is not None else ""
+        raise ConfigError(f"{name}={raw!r} must be at least {low}{upper}")
+    return value
+
+
+def _timeout(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    value = _float(env, name, 0.0, high=10.0**9)
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be more than 0 seconds (unset it for none)")
     return value
 
 

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from bgrun import allowlist
 from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BadParamsError, BgrunError, ConfigError
+from bgrun.errors import BadParamsError, BgrunError, ConfigError, NotAllowedError
 from bgrun.launcher import without_secrets
 from bgrun.params import encode_params
 from bgrun.records import JobStatus
@@ -35,14 +35,19 @@ class Request(NamedTuple):
 
 def validate(config: Config, req: Request) -> NewJob:
     """The job to store for `req`, or a RefusedError/ConfigError; nothing is stored here."""
-    rule = allowlist.load(config.allowlist).check(req.target, req.method)
+    rules = allowlist.load(config.allowlist)
+    try:
+        rule = rules.check(req.target, req.method)
+    except NotAllowedError as exc:
+        raise _with_split_hint(exc, rules, req.target) from None
     params_json = encode_params(req.params, config.max_params_bytes, config.max_params_depth)
     cwd = os.getcwd()
     if req.check_import:
         _check_signature(*find_callable(req.target, req.method, cwd), req.params)
     retries = _first(req.retries, rule.retries, config.retries)
-    priority = _first(req.priority, rule.priority, 0)
-    timeout = req.timeout if req.timeout is not None else rule.timeout
+    priority = _first(req.priority, rule.priority, config.priority)
+    timeout = next((t for t in (req.timeout, rule.timeout, config.timeout) if t is not None),
+                   None)
     _check_numbers(retries, priority, timeout, req.delay)
     if req.unique is not None and (not req.unique or len(req.unique) > 200):
         raise BadParamsError("unique key must be 1 to 200 characters")
@@ -93,6 +98,18 @@ def _plain_names(req: Request) -> Request:
         return allowlist.plain(value) if isinstance(value, str) else value
 
     return req._replace(target=fix(req.target), method=fix(req.method), unique=fix(req.unique))
+
+
+def _with_split_hint(exc: NotAllowedError, rules: allowlist.Allowlist, target: object
+                     ) -> NotAllowedError:
+    """`exc`, saying "did you mean" when `target` is an allowed TARGET.METHOD in one word."""
+    if not isinstance(target, str):
+        return exc
+    owner, _, name = target.rpartition(".")
+    rule = rules.rules.get(owner)
+    if rule is None or name not in rule.methods:
+        return exc
+    return type(exc)(f"{exc}: did you mean TARGET METHOD as two words, '{owner} {name}'?")
 
 
 def _first(*values: int | None) -> int:

@@ -14,9 +14,12 @@ from bgrun.records import JobRecord
 class Job:
     """A stored job, looked up by id each time (the store is the truth, not this object)."""
 
-    def __init__(self, job_id: str, config: Config | None = None, *, stored: bool = False
-                 ) -> None:
+    def __init__(self, job_id: str, config: Config | None = None, *, stored: bool = False,
+                 existing: bool = False) -> None:
         self.id = job_id
+        #: True when `run_background_job(..., unique=KEY)` found a live job with that key
+        #: and returned it instead of queueing a new one.
+        self.existing = existing
         self._config = config or Config.load()
         self._ctx = context_for(self._config)
         if not stored:  # (`stored`: the caller has just stored it)
@@ -30,8 +33,12 @@ class Job:
         return self._ctx.store.get(self.id)
 
     def info(self) -> dict[str, Any]:
-        """Everything `bgrun show --json` gives for this job."""
-        return self._record().to_dict(time.time())
+        """Everything `bgrun show --json` gives for this job (but its attempt history)."""
+        from bgrun.waiting import Look, waiting_reason
+
+        look = Look(self._ctx, time.time())
+        job = self._record()
+        return {**job.to_dict(look.now), "waiting_reason": waiting_reason(job, look)}
 
     @property
     def status(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,10 +37,12 @@ def one_line(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def job_table(jobs: list[JobRecord]) -> str:
-    """`bgrun list` as an aligned table."""
+def job_table(jobs: list[JobRecord],
+              why_waiting: Callable[[JobRecord], str | None] = lambda job: None) -> str:
+    """`bgrun list` as an aligned table; the last column says why a queued job waits."""
     now = time.time()
-    rows = [("ID", "STATUS", "JOB", "TRIES", "PROGRESS", "CREATED (UTC)", "ERROR")]
+    rows = [("ID", "STATUS", "JOB", "TRIES", "PROGRESS", "CREATED (UTC)",
+             "ERROR / WAITING FOR")]
     for job in jobs:
         rows.append((
             job.id,
@@ -48,7 +51,7 @@ def job_table(jobs: list[JobRecord]) -> str:
             f"{job.attempts}/{job.retries + 1}",
             progress_cell(progress_of(job.progress_json)),
             short_time(job.created_at),
-            one_line(job.error, 60),
+            one_line(_why(why_waiting(job)) or job.error, 80),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
@@ -57,12 +60,16 @@ def job_table(jobs: list[JobRecord]) -> str:
     ).rstrip()
 
 
+def _why(reason: str | None) -> str | None:
+    return None if reason is None else f"waiting: {reason}"
+
+
 def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
     """`bgrun show` for people: fields, attempts, and the traceback printed readably."""
     lines = [f"job {job['id']}: {job['target']}.{job['method']}  [{job['status']}]"]
-    for key in ("params", "priority", "attempts", "retries", "timeout", "unique",
-                "created_at", "run_at", "started_at", "finished_at", "result", "error",
-                "cwd", "output"):
+    for key in ("waiting_reason", "params", "priority", "attempts", "retries", "timeout",
+                "unique", "created_at", "run_at", "started_at", "finished_at", "result",
+                "error", "cwd", "output"):
         if job.get(key) is not None:
             lines.append(f"  {key + ':':13} {one_line(str(job[key]), 200)}")
     if job.get("progress"):

@@ -1,0 +1,80 @@
+"""Why a queued job is still waiting: derived when read (`list`, `show`, the handle).
+
+"queued" alone hides the two waits a user can act on: an allowlist that is missing or
+broken (runners leave it alone, so nothing runs until it is fixed and `bgrun recover` is
+run), and every runner slot busy (a long or stuck job holds each one: a timeout, a higher
+BGRUN_CONCURRENCY or `bgrun cancel` helps). Nothing here is stored, and nothing takes a
+lock: a look reads the store and the allowlist files, once per command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bgrun import allowlist
+from bgrun.context import Context
+from bgrun.errors import AllowlistError
+from bgrun.records import JobRecord, JobStatus
+
+
+class Look:
+    """What the reasons look at, each read at most once per command."""
+
+    def __init__(self, ctx: Context, now: float) -> None:
+        self.ctx = ctx
+        self.now = now
+        self._allowlists: dict[str, str | None] = {}
+        self._running: int | None = None
+
+    def allowlist_problem(self, path: str) -> str | None:
+        """Why the allowlist at `path` is unusable, or None when it can be used."""
+        if path not in self._allowlists:
+            try:
+                allowlist.load(Path(path))
+                self._allowlists[path] = None
+            except AllowlistError as exc:
+                self._allowlists[path] = str(exc)
+        return self._allowlists[path]
+
+    def running_in_slots(self) -> int:
+        """How many jobs runners are running now (a foreground `bgrun run` holds no slot)."""
+        if self._running is None:
+            self._running = sum(1 for _, _, slot, _ in self.ctx.store.running() if slot >= 0)
+        return self._running
+
+
+#: One reason a ready job may wait: a phrase for users, or None when it does not apply.
+Reason = Callable[[JobRecord, Look], "str | None"]
+
+
+def allowlist_unusable(job: JobRecord, look: Look) -> str | None:
+    """The job's allowlist is missing or broken: no runner runs anything under it."""
+    problem = look.allowlist_problem(job.allowlist)
+    if problem is None:
+        return None
+    return f"the allowlist is unusable (fix it, then run bgrun recover): {problem}"
+
+
+def every_slot_busy(job: JobRecord, look: Look) -> str | None:
+    """Every runner slot is running a job: the next free one takes the best ready job."""
+    concurrency = look.ctx.config.concurrency
+    if look.running_in_slots() < concurrency:
+        return None
+    return f"every slot is busy ({concurrency} running, BGRUN_CONCURRENCY={concurrency})"
+
+
+#: Asked in order; the first reason that answers is the one shown. Queues add theirs
+#: (a queue at its limit, a paused queue) here, before every_slot_busy.
+REASONS: list[Reason] = [allowlist_unusable, every_slot_busy]
+
+
+def waiting_reason(job: JobRecord, look: Look) -> str | None:
+    """Why `job` is queued and not running, or None (not queued, or about to start)."""
+    if job.status_at(look.now) is not JobStatus.QUEUED:
+        return None
+    for reason in REASONS:
+        found = reason(job, look)
+        if found is not None:
+            return found
+    return None

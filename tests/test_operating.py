@@ -1,0 +1,223 @@
+"""Operating bgrun as a new user does (issue 16): clear words for the usual mistakes."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+
+from bgrun import run_background_job
+from tests.conftest import wait_until
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bgrun: error: "), result.stderr
+    return lines[0]
+
+
+def add_module(project, name: str, source: str, target: str, methods: list[str]) -> None:
+    """Write `name.py` into the project and allow `target` with `methods`."""
+    (project.path / f"{name}.py").write_text(source)
+    with open(project.path / "allowlist.toml", "a") as f:
+        f.write(f'\n[jobs."{target}"]\nmethods = {json.dumps(methods)}\n')
+
+
+# -- item 8: usage errors are one line, as README says of every error -----------------
+
+def test_click_usage_errors_are_one_line_with_exit_2(project):
+    for args in (["list", "--bogus"], ["exec"], ["nosuchcommand"], ["wait"],
+                 ["list", "--limit", "x"]):
+        result = project.cli(*args)
+        assert result.returncode == 2, args
+        line = one_error_line(result)
+        assert "--help" in line, line
+    assert project.cli("--help").returncode == 0
+    assert project.cli("list", "--help").stdout.startswith("Usage: bgrun list")
+
+
+# -- item 7: the small things a user tripped on --------------------------------------
+
+def test_exec_help_and_a_dotted_method_suggest_target_method(project):
+    helped = project.cli("exec", "--help").stdout
+    assert "TARGET METHOD [ARGS]..." in helped.split("Options:")[0].split("\n", 1)[1]
+    assert "TARGET.METHOD(" not in helped
+    alone = project.cli("exec", "jobs.Greeter.greet")
+    assert alone.returncode == 2
+    assert "'jobs.Greeter greet'" in one_error_line(alone)
+    with_args = project.cli("exec", "jobs.Greeter.greet", "ada")
+    assert with_args.returncode == 2
+    assert "'jobs.Greeter greet'" in one_error_line(with_args)
+    assert "did you mean" not in project.cli("exec", "jobs.Nope.greet", "x").stderr
+
+
+def test_list_target_accepts_target_dot_method_as_list_prints_it(project):
+    first = project.cli("exec", "jobs", "noop", "--delay", "60").stdout.strip()
+    project.cli("exec", "jobs", "echo", "--delay", "60")
+    listed = json.loads(project.cli("list", "--json", "--target", "jobs.noop").stdout)
+    assert [j["id"] for j in listed] == [first]
+    assert len(json.loads(project.cli("list", "--json", "--target", "jobs").stdout)) == 2
+    assert "jobs.noop" in project.cli("list", "--target", "jobs.noop").stdout
+
+
+def test_dir_of_bgrun_shows_the_api():
+    import bgrun
+
+    names = dir(bgrun)
+    for name in ("run_background_job", "get_job", "Job", "Config", "BgrunError"):
+        assert name in names
+    assert "importlib" not in names and "TYPE_CHECKING" not in names
+
+
+def test_unique_says_when_it_hands_back_an_existing_job(project):
+    first = run_background_job("jobs", "sleep", [5], unique="nightly")
+    assert first.existing is False
+    again = run_background_job("jobs", "sleep", [5], unique="nightly")
+    assert again.id == first.id and again.existing is True
+    result = project.cli("exec", "jobs", "sleep", "--kw-json", "seconds=5", "--unique", "nightly")
+    assert result.returncode == 0 and result.stdout.strip() == first.id
+    assert f"job {first.id}" in result.stderr and "nightly" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    fresh = project.cli("exec", "jobs", "noop", "--unique", "other")
+    assert fresh.returncode == 0 and fresh.stderr == ""
+    first.cancel()
+
+
+def test_logs_of_a_job_whose_output_file_is_gone_says_so(project):
+    job = run_background_job("jobs", "echo", ["hi"])
+    assert job.wait(30) == "completed"
+    assert "echo ('hi',)" in project.cli("logs", job.id).stdout
+    (project.log_dir / "jobs" / f"{job.id}.log").unlink()
+    for args in (["logs", job.id], ["logs", "-f", job.id]):
+        result = project.cli(*args)
+        assert result.returncode == 3, args
+        assert "is gone" in one_error_line(result)
+    waiting = run_background_job("jobs", "noop", delay=60)
+    result = project.cli("logs", waiting.id)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_log_dir_that_is_a_file_is_one_clear_line(project):
+    for value in ("/dev/null", str(project.path / "jobs.py"), str(project.path / "jobs.py/x")):
+        result = project.cli("exec", "jobs", "noop", BGRUN_LOG_DIR=value)
+        assert result.returncode == 4, value
+        line = one_error_line(result)
+        assert "File exists" not in line and "folder" in line, line
+
+
+def test_bgrun_keeps_the_mode_of_a_folder_it_did_not_make_and_warns_once(project):
+    project.log_dir.mkdir(mode=0o755)
+    project.log_dir.chmod(0o755)
+    result = project.python(
+        "from bgrun import run_background_job as r\n"
+        "for _ in range(3): r('jobs', 'noop', delay=60)\n")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(project.log_dir.stat().st_mode) == 0o755
+    warnings = [line for line in result.stderr.splitlines() if "bgrun: warning:" in line]
+    assert len(warnings) == 1 and "chmod 700" in warnings[0], result.stderr
+    assert stat.S_IMODE((project.log_dir / "jobs").stat().st_mode) == 0o700
+    project.log_dir.chmod(0o700)
+    assert "warning" not in project.cli("list").stderr
+
+
+def test_forked_attempts_have_a_process_name_of_their_own(project, monkeypatch):
+    if sys.platform != "linux":
+        return
+    monkeypatch.setenv("BGRUN_MODE", "fork")
+    add_module(project, "named",
+               "def comm():\n    return open('/proc/self/comm').read().strip()\n",
+               "named", ["comm"])
+    job = run_background_job("named", "comm")
+    assert job.wait(30) == "completed"
+    assert job.result == "bgrun-job"
+    runners = wait_until(lambda: _runner_names(project), timeout=10)
+    assert "bgrun-job" not in runners
+
+
+def _runner_names(project) -> list[str]:
+    from tests.conftest import runner_processes
+
+    return [p.name() for p in runner_processes(project)]
+
+
+
+
+# -- item 5: settings that exist, typos that are noticed, waits that say why --------
+
+def test_bgrun_timeout_and_priority_defaults_rank_below_allowlist_and_call(project):
+    env = {"BGRUN_TIMEOUT": "2", "BGRUN_PRIORITY": "3"}
+    plain = project.cli("exec", "jobs", "noop", "--delay", "60", **env).stdout.strip()
+    assert (project.show(plain)["timeout"], project.show(plain)["priority"]) == (2, 3)
+    # jobs.Greeter sets priority = 0 in the allowlist: it wins over BGRUN_PRIORITY
+    greeter = project.cli("exec", "jobs.Greeter", "greet", "x", "--delay", "60", **env)
+    assert project.show(greeter.stdout.strip())["priority"] == 0
+    called = project.cli("exec", "jobs", "noop", "--delay", "60", "--priority", "7",
+                         "--timeout", "9", **env).stdout.strip()
+    assert (project.show(called)["timeout"], project.show(called)["priority"]) == (9, 7)
+    for bad in ({"BGRUN_TIMEOUT": "0"}, {"BGRUN_TIMEOUT": "soon"}, {"BGRUN_PRIORITY": "1.5"}):
+        result = project.cli("exec", "jobs", "noop", **bad)
+        assert result.returncode == 4, bad
+        assert next(iter(bad)) in one_error_line(result)
+
+
+def test_a_job_past_the_default_timeout_is_ended(project, monkeypatch):
+    monkeypatch.setenv("BGRUN_TIMEOUT", "0.5")
+    job = run_background_job("jobs", "sleep", [30])
+    assert job.wait(30) == "failed"
+    assert job.info()["error"].startswith("Timeout")
+
+
+def test_unknown_bgrun_names_get_one_warning_line(project):
+    result = project.cli("list", BGRUN_CONCURENCY="1", BGRUN_NOPE="x")
+    assert result.returncode == 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bgrun: warning:"), result.stderr
+    assert "BGRUN_CONCURENCY (did you mean BGRUN_CONCURRENCY?)" in lines[0]
+    assert "BGRUN_NOPE" in lines[0]
+    (project.path / ".env").write_text("BGRUN_RETRIE=2\n")
+    assert "BGRUN_RETRIES?" in project.cli("list").stderr
+    (project.path / ".env").unlink()
+    assert project.cli("list").stderr == ""
+
+
+def test_every_bgrun_name_the_code_reads_is_known():
+    import re
+    from pathlib import Path
+
+    import bgrun
+    from bgrun.config import KNOWN_NAMES
+
+    source = "\n".join(p.read_text() for p in Path(bgrun.__file__).parent.rglob("*.py"))
+    used = set(re.findall(r"BGRUN_[A-Z][A-Z0-9_]*[A-Z0-9]", source))
+    assert used <= KNOWN_NAMES, used - KNOWN_NAMES
+
+
+def test_a_queued_job_says_why_it_waits(project, monkeypatch):
+    monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
+    busy = run_background_job("jobs", "sleep", [30])
+    wait_until(lambda: busy.status == "running")
+    waiting = run_background_job("jobs", "noop")
+    time.sleep(0.5)
+    assert waiting.status == "queued"
+    assert "every slot is busy" in waiting.info()["waiting_reason"]
+    listed = json.loads(project.cli("list", "--json").stdout)
+    reasons = {j["id"]: j["waiting_reason"] for j in listed}
+    assert reasons[busy.id] is None and "every slot is busy" in reasons[waiting.id]
+    assert "waiting: every slot is busy" in project.cli("list").stdout
+    assert "every slot is busy" in project.cli("show", waiting.id).stdout
+    busy.cancel()
+    assert waiting.wait(30) == "completed"
+    assert waiting.info()["waiting_reason"] is None
+
+
+def test_a_job_held_by_a_broken_allowlist_says_so(project):
+    job = run_background_job("jobs", "noop", delay=0.5)
+    (project.path / "allowlist.toml").write_text("[jobs\n")
+    time.sleep(1.0)
+    info = project.show(job.id)
+    assert info["status"] == "queued"
+    assert "allowlist is unusable" in info["waiting_reason"]
+    assert "allowlist.toml:1" in info["waiting_reason"]
