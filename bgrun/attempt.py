@@ -49,10 +49,12 @@ def marker(job: JobRecord, runner_pid: int) -> str:
 
 
 def run_attempt(config: Config, store: Store, job: JobRecord,
-                on_start: Callable[[int, float], None] | None = None) -> Verdict:
+                on_start: Callable[[int, float], None] | None = None,
+                on_tick: Callable[[], None] | None = None) -> Verdict:
     """Run the claimed attempt `job.attempts` of `job` to its end.
 
-    `on_start(pid, start_time)` is told the child's process as soon as it exists.
+    `on_start(pid, start_time)` is told the child's process as soon as it exists;
+    `on_tick()` is called every tick while the child runs.
     """
     try:
         rule_file = allowlist.check_at_run_time(Path(job.allowlist), job.target, job.method)
@@ -88,7 +90,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     if on_start is not None:
         on_start(proc.pid, started)
     try:
-        ended = _supervise(config, store, job, proc, started, relay)
+        ended = _supervise(config, store, job, proc, started, relay, on_tick)
         verdict = ended or read_verdict(proc.wait(), result_path, config.max_result_bytes)
         relay.poll(store, job.id, job.attempts, last=True)  # the last report lands first
     finally:
@@ -138,8 +140,8 @@ def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
 
 
 def _supervise(config: Config, store: Store, job: JobRecord,
-               proc: forkrun.ChildProcess, started: float, relay: ProgressRelay
-               ) -> Verdict | None:
+               proc: forkrun.ChildProcess, started: float, relay: ProgressRelay,
+               on_tick: Callable[[], None] | None = None) -> Verdict | None:
     """Wait for the child; end its tree on timeout or cancel (then return that verdict).
 
     psutil (slow to import) is only imported to end a tree: most runners never do.
@@ -153,6 +155,8 @@ def _supervise(config: Config, store: Store, job: JobRecord,
             if waiter.wait(max(wait, 0.0)):
                 return None
             relay.poll(store, job.id, job.attempts)
+            if on_tick is not None:
+                on_tick()
             if deadline is not None and time.monotonic() >= deadline:
                 from bgrun import proctree
 

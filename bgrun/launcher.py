@@ -42,11 +42,16 @@ def detached_flags(breakaway: bool) -> int:
     return flags | CREATE_BREAKAWAY_FROM_JOB if breakaway else flags
 
 
-def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                   reap: bool = True, pass_fd: int | None = None
+                   ) -> subprocess.Popen[bytes] | None:
     """Start `argv` in the background, detached from the caller, its terminal and session.
 
     POSIX: a new session, and the started script forks at once and its first half exits,
-    so we reap it here and leave no zombie in a long-lived caller. Windows: detached and
+    so we reap it here and leave no zombie in a long-lived caller; with `reap=False` the
+    caller gets that first half back to reap later (it does not wait for an interpreter
+    to start), and `pass_fd` is a descriptor the started process inherits (POSIX: a lock
+    handed over). Windows: detached and
     outside the caller's job object where allowed (Task Scheduler and terminals kill their
     job's processes otherwise), falling back without breakaway where the job forbids it.
     """
@@ -65,9 +70,15 @@ def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) ->
             subprocess.Popen(list(argv), creationflags=detached_flags(True), **common)  # type: ignore[call-overload]
         except OSError:
             subprocess.Popen(list(argv), creationflags=detached_flags(False), **common)  # type: ignore[call-overload]
-        return
+        return None
+    proc: subprocess.Popen[bytes]
+    if pass_fd is not None:
+        common["pass_fds"] = (pass_fd,)
     proc = subprocess.Popen([*argv, "--daemonize"], start_new_session=True, **common)  # type: ignore[call-overload]
+    if not reap:
+        return proc
     proc.wait()
+    return None
 
 
 def start_child(

@@ -75,6 +75,12 @@ class FileLock:
             self._fd = fd
             return True
 
+    def adopt(self, fd: int) -> None:
+        """Hold the lock through `fd`: a descriptor of this file, locked, handed over by
+        the process that started this one (POSIX)."""
+        self._threads.acquire()
+        self._fd = fd
+
     def release(self) -> None:
         """Let go of the lock (closing the descriptor releases the flock)."""
         if self._fd is not None:

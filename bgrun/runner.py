@@ -30,6 +30,7 @@ from bgrun.procstart import process_start
 from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
+from bgrun.watchlink import STOP, WatchLink
 
 SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (a look costs a query)
 
@@ -49,6 +50,7 @@ class Runner:
         self.stopping = False
         self.child: tuple[int, float] | None = None  # the running attempt's (pid, start)
         self.last_spread = float("-inf")  # a runner's first attempt always looks
+        self.watch = WatchLink(ctx)  # a watcher notices this runner's death (watcher.py)
 
     def register(self) -> None:
         """Be seen in the runners view (`bgrun runners`) while holding this slot."""
@@ -58,10 +60,12 @@ class Runner:
     def serve(self) -> None:
         """Run jobs until there is nothing left to do (or a stop signal)."""
         self.register()
+        self.watch.slot_taken(self.slot)
         settle_orphans(self.ctx, my_slot=self.slot)
         idle_since = last_settle = time.monotonic()
         looked_again = False
         while not self.stopping:
+            self.watch.check()  # a watcher killed is replaced within a tick
             if time.monotonic() - last_settle >= SETTLE_EVERY:
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
                 last_settle = time.monotonic()
@@ -110,6 +114,7 @@ class Runner:
         if self.keeper is not None:
             self.keeper.release()
             self.keeper = None
+        self.watch.slot_left(self.slot)
         self.lock.release()
 
     def _leave(self) -> bool:
@@ -123,6 +128,7 @@ class Runner:
             return True  # every slot has a runner, and they will claim it
         self.slot, self.lock = taken
         self.register()
+        self.watch.slot_taken(self.slot)
         return False
 
     def _retire(self) -> None:
@@ -155,7 +161,8 @@ class Runner:
             ctx.store.hand_back(job.id, job.attempts)
             raise
         try:
-            verdict = run_attempt(ctx.config, ctx.store, job, self._child_started)
+            verdict = run_attempt(ctx.config, ctx.store, job, self._child_started,
+                                  self.watch.check)
         finally:
             self.child = None
         if verdict.outcome == Outcome.HANDBACK or (self.stopping and self.requeue_on_stop
@@ -200,10 +207,12 @@ def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False
     try:
         runner.serve()
     finally:
-        if runner.lock.is_locked:
+        if runner.lock.is_locked:  # work may be left behind (a stop, a broken allowlist)
             with contextlib.suppress(BgrunError):  # the row of a dead slot is ignored anyway
                 ctx.store.unregister_runner(runner.slot, os.getpid())
+            runner.watch.slot_left(runner.slot, STOP)
             runner.lock.release()
+        runner.watch.close()
     return True
 
 

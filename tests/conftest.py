@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -122,11 +123,20 @@ def runner_processes(project: Project) -> list[psutil.Process]:
 
 
 def kill_processes_of(folder: Path) -> None:
-    procs = processes_of(folder)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(procs, timeout=5)
+    """Kill every process of the project at once, as a power cut would.
+
+    Stopped first, then killed: killed one by one, a watcher or runner that saw another
+    die would start a replacement before its own turn came.
+    """
+    for _ in range(10):
+        procs = processes_of(folder)
+        if not procs:
+            return
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(sig)
+        psutil.wait_procs(procs, timeout=5)
 
 
 def wait_until(predicate: Any, timeout: float = 20, pause: float = 0.05) -> Any:

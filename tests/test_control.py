@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from bgrun import run_background_job
-from tests.conftest import processes_of, runner_processes, wait_until
+from tests.conftest import kill_processes_of, processes_of, runner_processes, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -141,9 +141,7 @@ def test_reboot_then_recover_runs_every_waiting_job(project):
     running = run_background_job("jobs", "record", ["reboot", "running", 30], retries=1)
     wait_until(lambda: running.status == "running")
     later = [run_background_job("jobs", "record", ["reboot", n], delay=2) for n in range(5)]
-    for proc in processes_of(project.path):  # every bgrun process and job dies: a reboot
-        proc.kill()
-    psutil.wait_procs(processes_of(project.path), timeout=5)
+    kill_processes_of(project.path)  # every bgrun process and job dies: a reboot
     time.sleep(0.6)
     assert not runner_processes(project)
     result = project.cli("recover")

@@ -1,0 +1,171 @@
+"""The watcher: a dead runner is noticed within 2 s with no bgrun command run by anyone.
+
+After each kill these tests only read the store file with sqlite3: `bgrun list`, `show`,
+`wait` and a handle's `status` settle dead runners' jobs themselves, and must not help.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+
+import psutil
+import pytest
+
+from bgrun import run_background_job
+from tests.conftest import processes_of, wait_until
+
+NOTICE = 2.0  # seconds: the promise (SPEC, Semantics)
+JOB_SECONDS = 3.0
+
+
+def rows(project) -> dict[str, tuple[str, int, int | None]]:
+    """id -> (stored status, attempts, runner pid), read straight from the store file."""
+    db = sqlite3.connect(project.log_dir / "bgrun.sqlite3", timeout=10)
+    try:
+        found = db.execute("SELECT id, status, attempts, runner_pid FROM jobs").fetchall()
+    finally:
+        db.close()
+    return {str(i): (s, a, p) for i, s, a, p in found}
+
+
+def alive(pid: int | None) -> bool:
+    try:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def bgrun_processes(project, script: str) -> list[psutil.Process]:
+    """The project's runners (`_runner_main`) or watchers (`_watcher_main`) once started:
+    not a forked job child (it keeps its runner's command line), nor the first half of
+    a detached start (it exits at once)."""
+    found = []
+    for proc in processes_of(project.path):
+        try:
+            if any(script in part for part in proc.cmdline()) and proc.ppid() == 1:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def served(project, victim: int, first: str, want: int) -> bool:
+    """The victim's job is settled and `want` jobs run under live runners again."""
+    now = rows(project)
+    status, _, pid = now[first]
+    if status == "running" and pid == victim:
+        return False
+    live = [r for r in now.values() if r[0] == "running" and r[2] != victim and alive(r[2])]
+    unfinished = sum(1 for r in now.values() if r[0] in ("waiting", "running"))
+    return len(live) >= min(want, unfinished)
+
+
+def queue_three(project, monkeypatch, concurrency: int, mode: str) -> list[str]:
+    monkeypatch.setenv("BGRUN_CONCURRENCY", str(concurrency))
+    monkeypatch.setenv("BGRUN_MODE", mode)
+    ids = [run_background_job("jobs", "record", ["w", i, JOB_SECONDS], retries=1).id
+           for i in range(3)]
+    wait_until(lambda: sum(r[0] == "running" for r in rows(project).values()) == concurrency)
+    wait_until(lambda: len(project.marks("w")) >= concurrency)  # the children run user code
+    return ids
+
+
+def assert_all_complete(project, ids: list[str], killed_first: bool) -> None:
+    wait_until(lambda: all(rows(project)[i][0] == "completed" for i in ids), timeout=30)
+    attempts = {i: rows(project)[i][1] for i in ids}
+    assert attempts[ids[0]] == (2 if killed_first else 1)
+    assert all(attempts[i] == 1 for i in ids[1:])
+    ends = [m["tag"] for m in project.marks("w") if m.get("end")]
+    assert sorted(ends) == [0, 1, 2]  # each job completed exactly once
+
+
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_dead_runner_is_settled_and_replaced_with_nobody_looking(project, monkeypatch,
+                                                                  concurrency, mode):
+    ids = queue_three(project, monkeypatch, concurrency, mode)
+    victim = rows(project)[ids[0]][2]
+    assert victim is not None
+    child = next(m["pid"] for m in project.marks("w") if m["tag"] == 0)
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: served(project, victim, ids[0], concurrency), timeout=15, pause=0.02)
+    took = time.monotonic() - killed
+    assert took < NOTICE, f"noticed after {took:.2f} s"
+    wait_until(lambda: not alive(child), timeout=5)  # its orphaned child was ended
+    assert_all_complete(project, ids, killed_first=True)
+
+
+def test_watcher_killed_then_runner_killed(project, monkeypatch):
+    ids = queue_three(project, monkeypatch, 1, "fork")
+    watcher = wait_until(lambda: bgrun_processes(project, "_watcher_main"))[0]
+    watcher.kill()
+    watcher.wait(5)
+    # the runner replaces it within a tick (BGRUN_TICK), with nobody else looking
+    again = wait_until(lambda: bgrun_processes(project, "_watcher_main"), timeout=NOTICE)
+    assert again[0].pid != watcher.pid
+    victim = rows(project)[ids[0]][2]
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: served(project, victim, ids[0], 1), timeout=15, pause=0.02)
+    assert time.monotonic() - killed < NOTICE
+    assert_all_complete(project, ids, killed_first=True)
+
+
+def test_no_bgrun_process_remains_once_the_queue_is_empty(project, monkeypatch):
+    monkeypatch.setenv("BGRUN_CONCURRENCY", "2")
+    began = time.monotonic()
+    ids = [run_background_job("jobs", "record", ["idle", i, 2.0]).id for i in range(4)]
+    most_watchers = most_settled = 0
+    while not all(r[0] == "completed" for r in rows(project).values()):
+        runners = bgrun_processes(project, "_runner_main")
+        watchers = bgrun_processes(project, "_watcher_main")
+        most_watchers = max(most_watchers, len(watchers))
+        if time.monotonic() - began > 2.5:  # past the start-up burst (see below)
+            most_settled = max(most_settled, len(runners) + len(watchers))
+        time.sleep(0.02)
+    # Never two watchers. During the burst, each enqueue that finds a slot free starts a
+    # runner, and the extra ones exit once started (slower than the burst on a busy
+    # machine): the budget holds once they have.
+    assert most_watchers == 1
+    assert most_settled <= 2 + 1
+    assert len(ids) == len(rows(project))
+    # runners leave after BGRUN_RUNNER_IDLE (1 s); the watcher follows them
+    wait_until(lambda: not bgrun_processes(project, "_runner_main")
+               and not bgrun_processes(project, "_watcher_main"), timeout=10)
+    state = project.log_dir / "bgrun.sqlite3.d"
+    assert all(m.read_text() in ("", "stop") for m in state.glob("slot-*.mark"))
+
+
+def test_a_job_that_kills_its_own_process_group_kills_only_itself(project):
+    job = run_background_job("jobs", "kill_own_group")
+    wait_until(lambda: rows(project).get(job.id, ("",))[0] == "running")
+    runner = rows(project)[job.id][2]
+    wait_until(lambda: rows(project)[job.id][0] == "failed", timeout=15)
+    assert alive(runner)  # neither the runner nor the watcher shares the job's group
+    assert bgrun_processes(project, "_watcher_main")
+    info = job.info()
+    assert info["error"] == "Crashed: killed by SIGKILL"
+
+
+def test_a_runner_leaving_work_behind_on_purpose_is_not_restarted(project):
+    """A broken allowlist: the runner hands the job back and leaves (mark STOP); the
+    watcher must not start runner after runner for it, each logging the same problem."""
+    job = run_background_job("jobs", "record", ["kept", 0, 0.5], delay=0.5)
+    allowlist = project.path / "allowlist.toml"
+    allowlist.write_text(allowlist.read_text() + "\n[jobs.\n")
+
+    def problems() -> int:
+        return sum("AllowlistError" in e.get("error", "") for e in project.events(errors=True))
+
+    wait_until(problems, timeout=15)
+    wait_until(lambda: not bgrun_processes(project, "_runner_main")
+               and not bgrun_processes(project, "_watcher_main"), timeout=15)
+    logged = problems()
+    time.sleep(2.0)
+    assert problems() == logged
+    assert rows(project)[job.id][:2] == ("waiting", 0)
