@@ -51,9 +51,9 @@ def start_detached(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
     so we reap it here and leave no zombie in a long-lived caller; with `reap=False` the
     caller gets that first half back to reap later (it does not wait for an interpreter
     to start), and `pass_fd` is a descriptor the started process inherits (POSIX: a lock
-    handed over). Windows: detached and
-    outside the caller's job object where allowed (Task Scheduler and terminals kill their
-    job's processes otherwise), falling back without breakaway where the job forbids it.
+    handed over). Windows: detached and outside the caller's job object where allowed
+    (Task Scheduler and terminals kill their job's processes otherwise), falling back
+    without breakaway where the job forbids it.
     """
     import subprocess  # not at the top: a runner's start need not wait for it
 
