@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from flask import (
@@ -16,7 +16,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from werkzeug.exceptions import HTTPException
@@ -25,9 +24,11 @@ from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.dashboard import security
 from bgrun.dashboard.present import QueryError, visible
+from bgrun.dashboard.sessions import COOKIE, Session, Sessions, Throttle
 from bgrun.errors import BgrunError, InvalidStateError, NoSuchJobError
 from bgrun.records import iso
 
+MAX_BODY = 64 * 1024  # bytes of a request body: forms and API calls are tiny
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.login_post", "static"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -39,24 +40,27 @@ class Dashboard:
     ctx: Context
     token: str
     hosts: frozenset[str]
+    sessions: Sessions = field(default_factory=Sessions)
+    throttle: Throttle = field(default_factory=Throttle)
 
 
-def create_app(config: Config, token: str, *, hosts: Iterable[str] = ()) -> Flask:
-    """The dashboard for `config`, signed into with `token`, answering loopback and `hosts`."""
+def create_app(config: Config, token: str, *, hosts: Iterable[str] = (),
+               sessions: Sessions | None = None) -> Flask:
+    """The dashboard for `config`, signed into with `token`, answering loopback and `hosts`.
+
+    `sessions`: the table of signed-in browsers (default: 30 min idle, 12 h in all).
+    """
     from bgrun.dashboard import api, pages
 
     app = Flask(__name__)
     app.jinja_options = {**app.jinja_options, "finalize": visible}
-    app.config.update(
-        SECRET_KEY=secrets.token_bytes(32),  # per start: a restart signs everyone out
-        SESSION_COOKIE_NAME="bgrun_session",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        MAX_CONTENT_LENGTH=64 * 1024,
-    )
+    # No SECRET_KEY: Flask's own session (state signed into the cookie) stays unusable;
+    # sessions live in `Sessions`, the cookie holds only their random id.
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bgrun"] = Dashboard(context_for(config), token,
-                                        security.LOCAL_NAMES | frozenset(hosts))
+                                        security.LOCAL_NAMES | frozenset(hosts),
+                                        Sessions() if sessions is None else sessions)
     app.add_template_filter(iso, "isotime")
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
@@ -75,7 +79,33 @@ def dashboard() -> Dashboard:
 
 def csrf_token() -> str:
     """The CSRF token of this cookie session ('' for bearer requests, which need none)."""
-    return str(session.get("csrf", ""))
+    found: Session | None = g.get("session")
+    return found.csrf if found is not None else ""
+
+
+def request_host() -> str:
+    """The request's Host header as sessions are bound to it (name and port)."""
+    return request.headers.get("Host", "").strip().lower()
+
+
+def current_session() -> Session | None:
+    """The live session the request's cookie names on this Host, or None."""
+    return dashboard().sessions.find(request.cookies.get(COOKIE), request_host())
+
+
+def client() -> str:
+    """Who sent the request, as far as the sign-in throttle tells clients apart."""
+    return request.remote_addr or "-"
+
+
+def throttled() -> Response | None:
+    """429 while this client must wait after wrong tokens (its token is not even read)."""
+    wait = dashboard().throttle.wait(client())
+    if not wait:
+        return None
+    response = _refuse(429, f"too many wrong tokens: try again in {math.ceil(wait)} s")
+    response.headers["Retry-After"] = str(math.ceil(wait))
+    return response
 
 
 def is_api() -> bool:
@@ -95,18 +125,34 @@ def _guard() -> Response | None:
         return None
     given = security.bearer_token(request.headers.get("Authorization"))
     if given is not None:
-        if not security.tokens_equal(given, dash.token):
-            return _refuse(401, "wrong token")
-        g.auth = "bearer"
-        return None
-    if not session.get("auth"):
+        return _check_bearer(given)
+    return _check_session()
+
+
+def _check_bearer(given: str) -> Response | None:
+    dash = dashboard()
+    refused = throttled()
+    if refused is not None:
+        return refused
+    if not security.tokens_equal(given, dash.token):
+        dash.throttle.failed(client())
+        return _refuse(401, "wrong token")
+    dash.throttle.succeeded(client())
+    g.auth = "bearer"
+    return None
+
+
+def _check_session() -> Response | None:
+    found = current_session()
+    if found is None:
         if request.method in SAFE_METHODS and not is_api():
             return cast(Response, redirect(url_for("pages.login")))
         return _refuse(401, "sign in first, or send Authorization: Bearer TOKEN")
     g.auth = "cookie"
+    g.session = found
     if request.method not in SAFE_METHODS:
         sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf", "")
-        if not csrf_token() or not security.tokens_equal(sent, csrf_token()):
+        if not security.tokens_equal(sent, found.csrf):
             return _refuse(403, "missing or wrong CSRF token: reload the page and try again")
     return None
 

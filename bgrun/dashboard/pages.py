@@ -5,12 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from bgrun import control
 from bgrun.dashboard import security
-from bgrun.dashboard.app import csrf_token, dashboard
+from bgrun.dashboard.app import (
+    client,
+    csrf_token,
+    current_session,
+    dashboard,
+    request_host,
+    throttled,
+)
 from bgrun.dashboard.present import (
     ACTIVE_WORDS,
     DEFAULT_LIMIT,
@@ -23,6 +30,7 @@ from bgrun.dashboard.present import (
     retries_left,
     timings,
 )
+from bgrun.dashboard.sessions import COOKIE
 
 bp = Blueprint("pages", __name__)
 BY = "dashboard"
@@ -31,28 +39,42 @@ BY = "dashboard"
 @bp.get("/login")
 def login() -> str | BaseResponse:
     """The sign-in form (the one page that answers without the token)."""
-    if session.get("auth"):
+    if current_session() is not None:
         return redirect(url_for("pages.jobs"))
     return render_template("login.html")
 
 
 @bp.post("/login")
 def login_post() -> tuple[str, int] | BaseResponse:
-    """Check the token; on success start a cookie session with its own CSRF token."""
+    """Check the token; on success start a server-side session with its own CSRF token.
+
+    The cookie gets only the session's random id, host-only, HttpOnly, SameSite=Strict
+    and without an expiry (the browser forgets it when it closes; the server sooner).
+    """
+    dash = dashboard()
+    refused = throttled()
+    if refused is not None:
+        return refused
     given = request.form.get("token", "").strip()
-    if not given or not security.tokens_equal(given, dashboard().token):
+    if not given or not security.tokens_equal(given, dash.token):
+        dash.throttle.failed(client())
         return render_template("login.html", error="That token is not right."), 401
-    session.clear()
-    session["auth"] = True
-    session["csrf"] = security.new_csrf_token()
-    return redirect(url_for("pages.jobs"), 303)
+    dash.throttle.succeeded(client())
+    dash.sessions.end(request.cookies.get(COOKIE))  # never keep an id chosen before sign-in
+    sid, _ = dash.sessions.start(request_host())
+    response = redirect(url_for("pages.jobs"), 303)
+    response.set_cookie(COOKIE, sid, path="/", httponly=True, samesite="Strict",
+                        secure=request.is_secure)
+    return response
 
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
-    """End the cookie session."""
-    session.clear()
-    return redirect(url_for("pages.login"), 303)
+    """End the session for good: its id is worth nothing afterwards, wherever it went."""
+    dashboard().sessions.end(request.cookies.get(COOKIE))
+    response = redirect(url_for("pages.login"), 303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
+    return response
 
 
 @bp.get("/")

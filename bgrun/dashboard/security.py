@@ -16,6 +16,7 @@ from bgrun.errors import ConfigError
 TOKEN_ENV = "BGRUN_DASHBOARD_TOKEN"  # noqa: S105 - a variable name, not a secret
 HOSTS_ENV = "BGRUN_DASHBOARD_HOSTS"
 MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_VARIETY = 8  # distinct characters: 'aaaa…' or 'abab…' is long but guessable
 #: Loopback names always served, with any port (an SSH tunnel may change the port).
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 - names, not a bind
@@ -43,6 +44,10 @@ def load_token(environ: Mapping[str, str]) -> tuple[str, bool]:
     if len(token) < MIN_TOKEN_LENGTH:
         raise ConfigError(f"{TOKEN_ENV} is too short: use at least {MIN_TOKEN_LENGTH}"
                           " random characters (or unset it to have one generated)")
+    if len(set(token)) < MIN_TOKEN_VARIETY:
+        raise ConfigError(f"{TOKEN_ENV} has too little variety: use at least"
+                          f" {MIN_TOKEN_VARIETY} different characters, best random ones"
+                          " (or unset it to have one generated)")
     return token, False
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import waitress
 
 from bgrun.config import Config, merged_environ
-from bgrun.dashboard import security
+from bgrun.dashboard import security, sessions
 from bgrun.dashboard.app import create_app
 from bgrun.errors import ConfigError
 
@@ -29,7 +29,8 @@ class Served:
 def build_server(config: Config, host: str, port: int, environ: Mapping[str, str]) -> Served:
     """Bind the dashboard to host:port (0 picks a free port); ConfigError if it cannot."""
     token, generated = security.load_token(environ)
-    app = create_app(config, token, hosts=security.allowed_hosts(environ, host))
+    app = create_app(config, token, hosts=security.allowed_hosts(environ, host),
+                     sessions=sessions.from_environ(environ))
     try:
         server = waitress.create_server(app, host=host, port=port, threads=8, ident="bgrun")
     except OSError as exc:
