@@ -1,7 +1,8 @@
 """End to end in headless Chromium: sign in, watch a job run, cancel it, retry a failed one.
 
 Drives Debian's /usr/bin/chromium through Playwright (which never downloads a browser
-here). Set UPDATE_DASHBOARD_SCREENSHOT=1 to refresh docs/dashboard*.png.
+here). Set UPDATE_DASHBOARD_SCREENSHOT=1 to refresh docs/dashboard*.png. The last tests
+watch work move: a progress bar, the chart of finished jobs, the runners view.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +23,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bgrun import run_background_job
-from tests.conftest import wait_until
+from bgrun.config import Config
+from bgrun.records import Outcome, iso
+from bgrun.slots import slot_lock
+from bgrun.store import NewJob
+from tests.conftest import runner_processes, wait_until
 
 pytest.importorskip("flask")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -52,8 +59,12 @@ APP_FILES = {
     "myapp/reports.py": '''
         import time
 
+        import bgrun
+
         def build_monthly(month, seconds=60):
-            for step in range(int(seconds * 2)):
+            steps = int(seconds * 2)
+            for step in range(steps):
+                bgrun.progress(step, steps, f"{month}: aggregating rows, step {step} of {steps}")
                 print(f"{month}: step {step}: aggregated rows", flush=True)
                 time.sleep(0.5)
     ''',
@@ -226,3 +237,114 @@ def save_screenshot(page, shot: Path) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     if os.environ.get("UPDATE_DASHBOARD_SCREENSHOT") == "1":
         shutil.copy(shot, DOCS / shot.name)
+
+
+IMPORTS = '''
+    import time
+
+    import bgrun
+
+
+    def load(rows, seconds=8.0):
+        for done in range(0, rows + 1, rows // 40):
+            bgrun.progress(done, rows, f"loaded {done} of {rows} rows")
+            time.sleep(seconds / 40)
+        return rows
+'''
+
+
+@pytest.fixture
+def importer(app_project):
+    (app_project.path / "myapp" / "imports.py").write_text(textwrap.dedent(IMPORTS))
+    with open(app_project.path / "allowlist.toml", "a") as f:
+        f.write('\n[jobs."myapp.imports"]\nmethods = ["load"]\n')
+    return app_project
+
+
+def bar_value(locator) -> float:
+    return float(locator.evaluate("bar => bar.value"))
+
+
+def test_a_job_reporting_progress_shows_a_bar_that_moves(importer, dashboard_url, page):
+    expect = sync_api.expect
+    sign_in(page, dashboard_url)
+    job = run_background_job("myapp.imports", "load", [4000, 10.0])
+    bar = page.locator(f'tr[data-id="{job.id}"] td.progress progress')
+    expect(bar).to_be_visible()  # appeared without a reload
+    first = bar_value(bar)
+    wait_until(lambda: bar_value(bar) > first, timeout=15)
+    assert bar.evaluate("bar => bar.max") == 4000
+    page.goto(f"{dashboard_url}jobs/{job.id}")
+    big = page.locator("#progress-bar")
+    expect(page.locator("#progress-message")).to_contain_text("loaded ")
+    seen = bar_value(big)
+    wait_until(lambda: bar_value(big) > seen, timeout=15)
+    expect(page.locator("#status")).to_have_text("completed", timeout=30_000)
+    assert bar_value(big) == 4000  # the last report stays after the end
+    expect(page.locator("#progress-text")).to_have_text("4000 / 4000 (100%)")
+    expect(page.locator("#progress-message")).to_have_text("loaded 4000 of 4000 rows")
+
+
+def finished_at(store, when: float, outcome: Outcome, config: Config) -> None:
+    """Store a job that finished at `when` (through the store's own transitions)."""
+    job_id, _ = store.insert(NewJob(
+        target="myapp.mail.Mailer", method="send", params_json="[]", priority=0, retries=0,
+        timeout=None, run_at=when - 1, cwd=str(config.allowlist.parent), python=sys.executable,
+        env_json="{}", allowlist=str(config.allowlist), held=-99), when - 1)
+    assert store.claim_one(job_id, when - 0.5, -99, os.getpid()) is not None
+    store.finish(job_id, 1, when, outcome=outcome,
+                 error=None if outcome == Outcome.COMPLETED else "ValueError: x")
+
+
+def test_the_chart_counts_jobs_finished_in_known_minutes(app_project, dashboard_url, page):
+    config = Config.load()
+    store = app_project.ctx.store
+    this_minute = int(time.time() // 60) * 60.0
+    known = {this_minute - 300: (3, 1), this_minute - 120: (0, 2), this_minute - 3000: (5, 0),
+             this_minute - 7200: (4, 4)}  # the last one is older than the hour shown
+    with slot_lock(app_project.ctx.state, -99):  # held: nobody settles these as orphans
+        for minute, (completed, failed) in known.items():
+            for i in range(completed):
+                finished_at(store, minute + 1 + i, Outcome.COMPLETED, config)
+            for i in range(failed):
+                finished_at(store, minute + 50 + i, Outcome.FAILED, config)
+    sign_in(page, dashboard_url)
+    for minute, (completed, failed) in list(known.items())[:3]:
+        bar = page.locator(f'#chart g.minute[data-minute="{iso(minute)}"]')
+        sync_api.expect(bar).to_have_attribute("data-completed", str(completed))
+        sync_api.expect(bar).to_have_attribute("data-failed", str(failed))
+        assert bar.locator("rect.completed").count() == (1 if completed else 0)
+        assert bar.locator("rect.failed").count() == (1 if failed else 0)
+    bars = page.locator("#chart g.minute")
+    assert bars.count() == 60
+    total = sum(int(bars.nth(i).get_attribute("data-completed"))
+                + int(bars.nth(i).get_attribute("data-failed")) for i in range(60))
+    assert total == 3 + 1 + 2 + 5  # the jobs of two hours ago are not in the last hour
+    tall = page.locator(f'#chart g.minute[data-minute="{iso(this_minute - 3000)}"] rect')
+    short = page.locator(f'#chart g.minute[data-minute="{iso(this_minute - 120)}"] rect')
+    assert float(tall.get_attribute("height")) == pytest.approx(
+        2.5 * float(short.get_attribute("height")))
+
+
+def test_the_runners_view_shows_a_running_job_then_shows_it_gone(importer, dashboard_url, page,
+                                                                 tmp_path):
+    expect = sync_api.expect
+    sign_in(page, dashboard_url)
+    page.goto(f"{dashboard_url}runners")
+    job = run_background_job("myapp.imports", "load", [1000, 60.0])
+    row = page.locator("#runner-rows tr", has_text=f"{job.id} myapp.imports.load")
+    expect(row).to_be_visible()  # appeared without a reload
+    expect(row.locator(".badge")).to_have_text("busy")
+    expect(row.locator("progress")).to_be_visible()
+    pid = int(row.get_attribute("data-pid"))
+    assert pid in [p.pid for p in runner_processes(importer)]
+    save_screenshot(page, tmp_path / "dashboard-runners.png")
+    os.kill(pid, signal.SIGKILL)  # a runner killed outright leaves its row in the store
+    expect(page.locator(f'#runner-rows tr[data-pid="{pid}"]')).to_have_count(0)
+    expect(page.locator("#runner-rows tr", has_text=f"{job.id} ")).to_have_count(0)
+    rows = app_project_rows(importer)
+    assert any(r.pid == pid for r in rows)  # still stored: filtered out as dead
+
+
+def app_project_rows(project):
+    return project.ctx.store.runner_rows()

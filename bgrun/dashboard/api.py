@@ -76,3 +76,20 @@ def retry(job_id: str) -> Response:
 def delete(job_id: str) -> Response:
     """Delete a finished job and its output."""
     return jsonify({"deleted": control.delete_jobs(dashboard().ctx, [job_id], by=BY)})
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    """Jobs completed and failed per minute over ?minutes=N (default 60), queue counts now."""
+    from bgrun.stats import MAX_MINUTES, finished_stats
+
+    minutes = parse_int(request.args, "minutes", 60, 1, MAX_MINUTES)
+    return jsonify(finished_stats(dashboard().ctx.store, minutes))
+
+
+@bp.get("/runners")
+def runners() -> Response:
+    """Every live runner: pid, slot, queues, since when, idle or the job it runs."""
+    from bgrun.runners import live_runners
+
+    return jsonify(live_runners(dashboard().ctx))

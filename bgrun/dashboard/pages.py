@@ -89,6 +89,7 @@ def jobs() -> str:
     older = found[-1].id if len(found) == filters.limit else None
     return render_template("jobs.html", rows=rows, filters=filters, statuses=STATUS_WORDS,
                            counts=full_counts(store.counts(now)), older=older,
+                           queues=store.active_by_queue(now),
                            limit=None if filters.limit == DEFAULT_LIMIT else filters.limit,
                            csrf=csrf_token())
 
@@ -108,6 +109,15 @@ def job(job_id: str) -> str:
         params=pretty_json(info["params"]), result=pretty_json(info["result"]),
         csrf=csrf_token(),
     )
+
+
+@bp.get("/runners")
+def runners() -> str:
+    """Every live runner and what it does now (refreshed by the page's script)."""
+    from bgrun.runners import live_runners
+
+    return render_template("runners.html", runners=live_runners(dashboard().ctx),
+                           csrf=csrf_token())
 
 
 @bp.post("/jobs/<job_id>/cancel")

@@ -1,4 +1,5 @@
-// bgrun dashboard: local times, a self-refreshing job list, a job page that follows its job.
+// bgrun dashboard: local times, a self-refreshing job list with its chart of finished jobs,
+// a job page that follows its job and its progress, and a live list of runners.
 // Loaded from 'self' only (the CSP forbids inline script). Builds DOM with textContent:
 // job fields are never parsed as HTML.
 "use strict";
@@ -73,6 +74,19 @@
     return text.length <= width ? text : text.slice(0, width - 1) + "…";
   }
 
+  function progressParts(report) {
+    // A bar (no value: indeterminate, for a report without a total) and its words.
+    if (!report) return [];
+    const bar = el("progress", { title: report.message || "" });
+    let text = String(report.done);
+    if (report.total) {
+      bar.max = report.total;
+      bar.value = report.done;
+      text = Math.floor((100 * report.done) / report.total) + "%";
+    }
+    return [bar, " ", el("span", { className: "ptext", textContent: text })];
+  }
+
   function row(job, jobBase) {
     const href = jobBase + encodeURIComponent(job.id);
     const created = el("time", { dateTime: job.created_at, textContent: job.created_at });
@@ -85,6 +99,7 @@
       el("td", { className: "name" }, [name]),
       el("td", { className: "num", textContent: job.attempts + "/" + (job.retries + 1) }),
       el("td", { className: "num", textContent: String(job.priority) }),
+      el("td", { className: "progress" }, progressParts(job.progress)),
       el("td", {}, [created]),
       el("td", { className: "num", textContent: duration(ran(job)) }),
       el("td", { className: "error", textContent: truncate(job.error || "", 90) }),
@@ -122,11 +137,82 @@
     live.textContent = "updated " + new Date().toLocaleTimeString();
   }
 
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (key) {
+      node.setAttribute(key, String(attrs[key]));
+    });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function hhmm(iso) {
+    const date = new Date(iso);
+    return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function drawChart(chart, stats) {
+    // One stacked bar per minute: completed at the bottom, failed on top.
+    const width = 600, height = 150, left = 34, bottom = 20, top = 8;
+    const minutes = stats.per_minute;
+    const most = Math.max(1, ...minutes.map(function (m) { return m.completed + m.failed; }));
+    const scale = (height - bottom - top) / most;
+    const step = (width - left) / minutes.length;
+    const nodes = [
+      svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom, class: "axis" }),
+      svg("text", { x: left - 4, y: top + 8, class: "tick end" }, String(most)),
+      svg("text", { x: left - 4, y: height - bottom, class: "tick end" }, "0"),
+    ];
+    minutes.forEach(function (m, i) {
+      const x = left + i * step + 1;
+      const bar = svg("g", { class: "minute", "data-minute": m.minute,
+                             "data-completed": m.completed, "data-failed": m.failed });
+      let y = height - bottom;
+      [["completed", m.completed], ["failed", m.failed]].forEach(function ([kind, count]) {
+        if (!count) return;
+        y -= count * scale;
+        bar.append(svg("rect", { x: x, y: y, width: Math.max(1, step - 2),
+                                 height: count * scale, class: kind }));
+      });
+      bar.append(svg("title", {}, hhmm(m.minute) + ": " + m.completed + " completed, " +
+                     m.failed + " failed"));
+      nodes.push(bar);
+      if (i % 15 === 0 || i === minutes.length - 1) {
+        nodes.push(svg("text", { x: x, y: height - 5, class: "tick" }, hhmm(m.minute)));
+      }
+    });
+    chart.replaceChildren.apply(chart, nodes);
+  }
+
+  function drawQueues(queues) {
+    const rows = document.getElementById("queue-rows");
+    const names = Object.keys(queues).sort();
+    rows.replaceChildren.apply(rows, names.map(function (name) {
+      const c = queues[name];
+      const tr = el("tr", {}, [el("td", { className: "mono", textContent: name })].concat(
+        [c.queued, c.scheduled, c.running].map(function (n) {
+          return el("td", { className: "num", textContent: String(n) });
+        })));
+      tr.dataset.queue = name;
+      return tr;
+    }));
+    document.getElementById("no-queues").hidden = names.length > 0;
+  }
+
+  async function refreshStats() {
+    const chart = document.getElementById("chart");
+    const stats = await getJSON(chart.dataset.statsApi);
+    drawChart(chart, stats);
+    drawQueues(stats.queues);
+  }
+
   function followList(body) {
     async function tick() {
       if (!document.hidden) {
         try {
-          await refreshList(body);
+          await Promise.all([refreshList(body), refreshStats()]);
         } catch (err) {
           document.getElementById("live").textContent = "not updating: " + err.message;
         }
@@ -134,6 +220,74 @@
       window.setTimeout(tick, LIST_EVERY);
     }
     window.setTimeout(tick, LIST_EVERY);
+    refreshStats().catch(function (err) {
+      document.getElementById("live").textContent = "not updating: " + err.message;
+    });
+  }
+
+  function runnerRow(runner, jobBase) {
+    const job = runner.job;
+    const cells = [
+      el("td", { className: "num", textContent: String(runner.slot) }),
+      el("td", { className: "num", textContent: String(runner.pid) }),
+      el("td", { className: "mono", textContent: runner.queues ? runner.queues.join(", ") : "all" }),
+      el("td", {}, [el("span", { className: "badge " + (job ? "running" : "idle"),
+                                 textContent: job ? "busy" : "idle" })]),
+    ];
+    if (job) {
+      const href = jobBase + encodeURIComponent(job.id);
+      cells.push(el("td", { className: "name" }, [el("a", { href: href, textContent: job.id + " " + job.target }, [
+        el("span", { className: "method", textContent: "." + job.method })])]));
+      cells.push(el("td", {}, [el("time", { dateTime: job.since, textContent: job.since })]));
+      cells.push(el("td", { className: "progress" }, progressParts(job.progress)));
+    } else {
+      cells.push(el("td", {}, [el("span", { className: "none", textContent: "-" })]));
+      cells.push(el("td", {}, [el("span", { className: "none", textContent: "since " }),
+        el("time", { dateTime: runner.started_at, textContent: runner.started_at })]));
+      cells.push(el("td", { className: "progress" }));
+    }
+    const tr = el("tr", {}, cells);
+    tr.dataset.pid = String(runner.pid);
+    return tr;
+  }
+
+  function followRunners(body) {
+    async function tick() {
+      if (!document.hidden) {
+        try {
+          const runners = await getJSON(body.dataset.api);
+          const rows = document.getElementById("runner-rows");
+          rows.replaceChildren.apply(rows, runners.map(function (r) {
+            return runnerRow(r, body.dataset.jobBase);
+          }));
+          localizeTimes(rows);
+          document.getElementById("empty").hidden = runners.length > 0;
+          document.getElementById("live").textContent = "updated " + new Date().toLocaleTimeString();
+        } catch (err) {
+          document.getElementById("live").textContent = "not updating: " + err.message;
+        }
+      }
+      window.setTimeout(tick, LIST_EVERY);
+    }
+    window.setTimeout(tick, LIST_EVERY);
+  }
+
+  function showProgress(report) {
+    const box = document.getElementById("progress-box");
+    if (!report) return;
+    box.hidden = false;
+    const bar = document.getElementById("progress-bar");
+    let text = String(report.done);
+    if (report.total !== null) text += " / " + report.total;
+    if (report.total) {
+      bar.max = report.total;
+      bar.value = report.done;
+      text += " (" + Math.floor((100 * report.done) / report.total) + "%)";
+    } else {
+      bar.removeAttribute("value"); // indeterminate: no total to measure against
+    }
+    document.getElementById("progress-text").textContent = text;
+    document.getElementById("progress-message").textContent = report.message || "";
   }
 
   async function pullOutput(body, pre) {
@@ -153,6 +307,7 @@
       try {
         while (await pullOutput(body, pre)) { /* catch up with a long output */ }
         const job = await getJSON(body.dataset.api);
+        showProgress(job.progress);
         if (job.status !== body.dataset.status) {
           window.location.reload(); // the page shows the new state, actions and error
           return;
@@ -179,5 +334,6 @@
     confirmForms();
     if (body.dataset.page === "jobs") followList(body);
     if (body.dataset.page === "job") followJob(body);
+    if (body.dataset.page === "runners") followRunners(body);
   });
 })();
