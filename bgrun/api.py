@@ -13,6 +13,7 @@ def run_background_job(
     method: str,
     params: list[object] | dict[str, object] | None = None,
     *,
+    kwargs: dict[str, object] | None = None,
     retries: int | None = None,
     delay: float = 0,
     priority: int | None = None,
@@ -20,18 +21,20 @@ def run_background_job(
     unique: str | None = None,
     check_import: bool = True,
 ) -> Job:
-    """Queue `target.method(*params)` (or `(**params)`) as a durable background job.
+    """Queue `target.method(*params, **kwargs)` (or `(**params)`) as a durable background job.
 
     Returns at once with a handle whose `.id` names the job. Bad input raises a subclass
-    of BgrunError and stores nothing. `unique`: while a job with that key is waiting or
-    running, return its handle (with `.existing` True) instead of queueing another.
+    of BgrunError and stores nothing. `kwargs`: keyword arguments beside a positional list
+    `params` (a dict `params` alone is the keyword arguments). `unique`: while a job with
+    that key is waiting or running, return its handle (with `.existing` True) instead of
+    queueing another.
     `check_import=False` skips importing the target to check that it exists (for callers
     that must not load it).
     """
     config = Config.load()
     ctx = context_for(config)
     request = Request(target, method, params, retries, delay, priority, timeout, unique,
-                      check_import)
+                      check_import, kwargs=kwargs)
     job_id, created = enqueue(ctx, request)
     return Job(job_id, config, stored=True, existing=not created)
 

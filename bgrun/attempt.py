@@ -22,7 +22,7 @@ from bgrun.config import Config
 from bgrun.errors import AllowlistError, Failure, RefusedError
 from bgrun.files import open_append
 from bgrun.launcher import start_child, without_secrets
-from bgrun.params import decode_params
+from bgrun.params import decode_call
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
 from bgrun.records import JobRecord, Outcome, iso
@@ -125,12 +125,12 @@ def _may_fork(config: Config, job: JobRecord, python: str, env: dict[str, str]) 
 
 def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
           result_path: Path) -> dict[str, object]:
-    params = decode_params(job.params_json)
+    args, kwargs = decode_call(job.params_json)
     return {
         "target": job.target,
         "method": job.method,
-        "args": params if isinstance(params, list) else [],
-        "kwargs": params if isinstance(params, dict) else {},
+        "args": args,
+        "kwargs": kwargs,
         "allowlist": job.allowlist,
         "signature": list(signature),
         "package": PACKAGE_DIR,

@@ -116,7 +116,8 @@ def job_options(func: F) -> F:
         click.argument("method", required=False, metavar="METHOD"),
         click.argument("args", nargs=-1),
         click.option("--params", "params_json", metavar="JSON",
-                     help="All params as JSON: a list (positional) or an object (keyword)."),
+                     help="Params as JSON instead of ARGS: a list (positional, which --kw and"
+                          " --kw-json may join) or an object (keyword)."),
         click.option("--kw", "kwargs", multiple=True, metavar="NAME=VALUE",
                      help="A keyword argument, as a string."),
         click.option("--kw-json", "json_kwargs", multiple=True, metavar="NAME=JSON",
@@ -138,7 +139,7 @@ def job_options(func: F) -> F:
 def build_request(target: str, method: str | None, args: tuple[str, ...],
                   params_json: str | None, kwargs: tuple[str, ...], json_kwargs: tuple[str, ...],
                   **opts: Any) -> Request:
-    """A Request from the command line's words."""
+    """A Request from the command line's words: ARGS (or --params) and --kw/--kw-json mix."""
     if method is None:
         owner, _, name = target.rpartition(".")
         hint = f": did you mean '{owner} {name}'?" if owner else ""
@@ -152,15 +153,15 @@ def build_request(target: str, method: str | None, args: tuple[str, ...],
         name, value = _split_kw(item)
         keywords[name] = _json(value, f"--kw-json {name}")
     if params_json is not None:
-        if args or keywords:
-            raise BadParamsError("--params replaces ARGS, --kw and --kw-json: use one way")
-        params = _json(params_json, "--params")
-    elif keywords:
         if args:
-            raise BadParamsError("pass either positional ARGS or --kw/--kw-json, not both")
-        params = keywords
+            raise BadParamsError("--params replaces ARGS: use one or the other")
+        params = _json(params_json, "--params")
+        if isinstance(params, dict) and keywords:
+            raise BadParamsError("--params is an object (keyword arguments): put the --kw and"
+                                 " --kw-json values in it, or give a list")
     return Request(target, method, params, opts["retries"], opts["delay"], opts["priority"],
-                   opts["timeout"], opts["unique"], not opts["no_import_check"])
+                   opts["timeout"], opts["unique"], not opts["no_import_check"],
+                   kwargs=keywords or None)
 
 
 def _split_kw(item: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BadParamsError, BgrunError, ConfigError, NotAllowedError
 from bgrun.launcher import without_secrets
-from bgrun.params import encode_params
+from bgrun.params import encode_params, split_call
 from bgrun.records import JobStatus
 from bgrun.resolve import find_callable
 from bgrun.settle import ensure_runner, settle_orphans_now_and_then
@@ -31,19 +31,26 @@ class Request(NamedTuple):
     timeout: float | None = None
     unique: str | None = None
     check_import: bool = True
+    kwargs: object = None  # keyword arguments beside a positional list `params`
 
 
-def validate(config: Config, req: Request) -> NewJob:
-    """The job to store for `req`, or a RefusedError/ConfigError; nothing is stored here."""
+def validate(config: Config, req: Request, now: float) -> NewJob:
+    """The job to store for `req`, asked for at `now`, or a RefusedError/ConfigError.
+
+    Nothing is stored here. The delay counts from `now`, the moment of the request, so
+    that the stored created_at (also `now`) and run_at are exactly `delay` apart.
+    """
     rules = allowlist.load(config.allowlist)
     try:
         rule = rules.check(req.target, req.method)
     except NotAllowedError as exc:
         raise _with_split_hint(exc, rules, req.target) from None
-    params_json = encode_params(req.params, config.max_params_bytes, config.max_params_depth)
+    params_json = encode_params(req.params, config.max_params_bytes, config.max_params_depth,
+                                req.kwargs)
     cwd = os.getcwd()
     if req.check_import:
-        _check_signature(*find_callable(req.target, req.method, cwd), req.params)
+        _check_signature(*find_callable(req.target, req.method, cwd),
+                         *split_call(req.params, req.kwargs))
     retries = _first(req.retries, rule.retries, config.retries)
     priority = _first(req.priority, rule.priority, config.priority)
     timeout = next((t for t in (req.timeout, rule.timeout, config.timeout) if t is not None),
@@ -51,11 +58,9 @@ def validate(config: Config, req: Request) -> NewJob:
     _check_numbers(retries, priority, timeout, req.delay)
     if req.unique is not None and (not req.unique or len(req.unique) > 200):
         raise BadParamsError("unique key must be 1 to 200 characters")
-    # The clock is read last, after the import check (which can be slow): the delay
-    # counts from the moment the job is ready to be stored.
     return NewJob(
         target=req.target, method=req.method, params_json=params_json, priority=priority,
-        retries=retries, timeout=timeout, run_at=time.time() + req.delay, cwd=cwd,
+        retries=retries, timeout=timeout, run_at=now + req.delay, cwd=cwd,
         python=config.require_python(), env_json=json.dumps(without_secrets(os.environ)),
         allowlist=str(config.allowlist), unique_key=req.unique,
     )
@@ -69,13 +74,13 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     """
     ctx.log.check()  # an unwritable log refuses the job before it is stored
     req = _plain_names(req)
+    now = time.time()
     try:
-        job = validate(ctx.config, req)
+        job = validate(ctx.config, req, now)
     except BgrunError as exc:
         ctx.log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
                       status="rejected", error=f"{exc.kind}: {exc}")
         raise
-    now = time.time()
     job_id, created = ctx.store.insert(job, now)
     if created:
         try:
@@ -133,8 +138,9 @@ def _check_numbers(retries: int, priority: int, timeout: float | None, delay: fl
         raise BadParamsError("timeout must be more than 0 seconds")
 
 
-def _check_signature(func: Any, binds_self: bool, params: object) -> None:
-    """Refuse params the callable cannot take, now rather than at run time."""
+def _check_signature(func: Any, binds_self: bool, args: list[Any],
+                     kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the callable cannot take, now rather than at run time."""
     import inspect  # here: only callers that check imports pay for importing it
 
     try:
@@ -144,10 +150,7 @@ def _check_signature(func: Any, binds_self: bool, params: object) -> None:
     if binds_self:
         sig = sig.replace(parameters=list(sig.parameters.values())[1:])
     try:
-        if isinstance(params, dict):
-            sig.bind(**params)
-        else:
-            sig.bind(*(params or []))  # type: ignore[misc]
+        sig.bind(*args, **kwargs)
     except TypeError as exc:
         raise BadParamsError(f"params do not fit {getattr(func, '__qualname__', '?')}: {exc}"
                              ) from None

@@ -25,10 +25,11 @@ def run_foreground(ctx: Context, req: Request, write: Callable[[bytes], object])
     we hold, so if we die other bgrun processes settle the job as they would a runner's.
     """
     slot = -os.getpid()
-    job = validate(ctx.config, req)._replace(held=slot)
+    now = time.time()
+    job = validate(ctx.config, req, now)._replace(held=slot)
     lock: FileLock = slot_lock(ctx.state, slot)
     with lock:
-        job_id, _ = ctx.store.insert(job, time.time())
+        job_id, _ = ctx.store.insert(job, now)
         ctx.log.event(job=job_id, target=job.target, method=job.method, status=JobStatus.QUEUED,
                       attempt=0, note="foreground")
         while True:

@@ -11,27 +11,31 @@ from bgrun.errors import BadParamsError
 Params = list[Any] | dict[str, Any]
 
 
-def encode_params(params: object, max_bytes: int, max_depth: int) -> str:
-    """The params as compact JSON text, or BadParamsError saying what is wrong with them.
+#: How a call with both positional and keyword arguments is stored: a JSON object whose
+#: keys no keyword argument can have (they are not identifiers), so the three shapes (a
+#: list, a dict of keywords, both) never mix up, and the stored text stays one JSON value
+#: that any store keeps as it is.
+ARGS_KEY, KWARGS_KEY = "*args", "**kwargs"
 
-    Only lists (positional arguments) and dicts with string keys (keyword arguments) of
+
+def encode_params(params: object, max_bytes: int, max_depth: int,
+                  kwargs: object = None) -> str:
+    """The call's arguments as compact JSON text, or BadParamsError saying what is wrong.
+
+    `params` is a list (positional arguments) or a dict with string keys (keyword
+    arguments); `kwargs`, a dict of keyword arguments beside a positional list. Only
     strict JSON values pass: json.dumps alone would turn int keys into strings, write NaN
-    and follow any object with a default= hook.
+    and follow any object with a default= hook. The size and depth limits apply to the
+    whole; each of the list and the dict is level 1.
     """
-    if params is None:
-        params = []
-    if not isinstance(params, list | dict):
-        raise BadParamsError(
-            f"params must be a list (positional) or a dict (keyword), not {type(params).__name__}"
-        )
-    if isinstance(params, dict):
-        for k in params:
-            if not isinstance(k, str) or not k.isidentifier() or k.startswith("__"):
-                raise BadParamsError(f"keyword argument name {str(k)[:40]!r} is not an"
-                                     " identifier (or is a dunder name)")
+    args, keywords = split_call(params, kwargs)
+    stored: object = args
+    if keywords:
+        stored = {ARGS_KEY: args, KWARGS_KEY: keywords} if args else keywords
     try:
-        _check(params, 1, max_depth)  # the params list or dict is level 1
-        text = json.dumps(params, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        _check(args, 1, max_depth)
+        _check(keywords, 1, max_depth)
+        text = json.dumps(stored, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except RecursionError:  # a depth limit above Python's own, or a list that holds itself
         raise BadParamsError("params are nested too deeply (or contain themselves)") from None
     except ValueError as exc:  # e.g. an int too long to write (sys.get_int_max_str_digits)
@@ -42,10 +46,46 @@ def encode_params(params: object, max_bytes: int, max_depth: int) -> str:
     return text
 
 
-def decode_params(text: str) -> Params:
-    """Params as stored: always valid, since only encode_params writes them."""
+def split_call(params: object, kwargs: object = None) -> tuple[list[Any], dict[str, Any]]:
+    """(positional, keyword) arguments of a call, or BadParamsError for a wrong shape."""
+    if params is None:
+        params = []
+    if not isinstance(params, list | dict):
+        raise BadParamsError(
+            f"params must be a list (positional) or a dict (keyword), not {type(params).__name__}"
+        )
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise BadParamsError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+    if isinstance(params, dict):
+        if kwargs is not None:
+            raise BadParamsError("kwargs= goes beside a positional list: params is already a"
+                                 " dict of keyword arguments")
+        args, keywords = [], params
+    else:
+        args, keywords = params, kwargs or {}
+    for k in keywords:
+        if not isinstance(k, str) or not k.isidentifier() or k.startswith("__"):
+            raise BadParamsError(f"keyword argument name {str(k)[:40]!r} is not an"
+                                 " identifier (or is a dunder name)")
+    return args, keywords
+
+
+def decode_call(text: str) -> tuple[list[Any], dict[str, Any]]:
+    """(positional, keyword) arguments as stored: always valid, only encode_params writes."""
+    value = json.loads(text)
+    if isinstance(value, list):
+        return value, {}
+    if ARGS_KEY in value:
+        return value[ARGS_KEY], value[KWARGS_KEY]
+    return [], value
+
+
+def shown_params(text: str) -> tuple[Params, dict[str, Any] | None]:
+    """The JSON keys `params` and `kwargs` (SPEC): kwargs only beside a positional list."""
     value: Params = json.loads(text)
-    return value
+    if isinstance(value, dict) and ARGS_KEY in value:
+        return value[ARGS_KEY], value[KWARGS_KEY]
+    return value, None
 
 
 def _check(value: object, depth: int, max_depth: int) -> None:

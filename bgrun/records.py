@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from bgrun.params import shown_params
+
 
 class JobStatus(StrEnum):
     """A job's status as users see it (SPEC.md's status words)."""
@@ -105,11 +107,13 @@ class JobRecord(NamedTuple):
 
     def to_dict(self, now: float) -> dict[str, Any]:
         """The job as `show --json` and the dashboard API give it."""
+        params, kwargs = shown_params(self.params_json)
         return {
             "id": self.id,
             "target": self.target,
             "method": self.method,
-            "params": json.loads(self.params_json),
+            "params": params,
+            "kwargs": kwargs,
             "status": self.status_at(now).value,
             "priority": self.priority,
             "attempts": self.attempts,

@@ -67,7 +67,7 @@ def _why(reason: str | None) -> str | None:
 def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
     """`bgrun show` for people: fields, attempts, and the traceback printed readably."""
     lines = [f"job {job['id']}: {job['target']}.{job['method']}  [{job['status']}]"]
-    for key in ("waiting_reason", "params", "priority", "attempts", "retries", "timeout",
+    for key in ("waiting_reason", "params", "kwargs", "priority", "attempts", "retries", "timeout",
                 "unique", "created_at", "run_at", "started_at", "finished_at", "result",
                 "error", "cwd", "output"):
         if job.get(key) is not None:

@@ -36,7 +36,7 @@ def test_exec_json_params_and_keyword_arguments(project):
     assert project.cli("wait", kw).returncode == 0
     assert project.show(job)["result"]["args"] == [1, {"x": None}]
     assert project.show(kw)["result"] == "hello ada?"
-    for bad in (["--params", "[NaN]"], ["--params", "{bad"], ["x", "--kw", "a=b"],
+    for bad in (["--params", "[NaN]"], ["--params", "{bad"], ["--params", "{}", "--kw", "a=b"],
                 ["--kw", "novalue"], ["--kw-json", "a=nope"]):
         result = project.cli("exec", "jobs", "echo", *bad)
         assert result.returncode == 2, bad

@@ -392,6 +392,21 @@ def test_job_page_of_completed_job_shows_result_and_output(client, project):
     assert 'id="retry-button"' not in html and 'id="delete-button"' in html
 
 
+def test_job_page_and_api_show_positional_and_keyword_arguments(client, project):
+    mixed = run_background_job("jobs", "echo", ["2026-11"], kwargs={"pages": 4}, delay=3600)
+    plain = run_background_job("jobs", "echo", ["2026-12"], delay=3600)
+    info = client.get(f"/api/jobs/{mixed.id}", headers=BEARER).get_json()
+    assert (info["params"], info["kwargs"]) == (["2026-11"], {"pages": 4})
+    assert client.get(f"/api/jobs/{plain.id}", headers=BEARER).get_json()["kwargs"] is None
+    listed = client.get("/api/jobs", headers=BEARER).get_json()
+    assert [j["kwargs"] for j in listed] == [None, {"pages": 4}]
+    html = client.get(f"/jobs/{mixed.id}", headers=BEARER).get_data(as_text=True)
+    assert re.search(r'<pre class="box" id="params">\[\s*&#34;2026-11&#34;\s*\]</pre>', html)
+    assert re.search(r'<pre class="box" id="kwargs">\{\s*&#34;pages&#34;: 4\s*\}</pre>', html)
+    plain_html = client.get(f"/jobs/{plain.id}", headers=BEARER).get_data(as_text=True)
+    assert 'id="params"' in plain_html and 'id="kwargs"' not in plain_html
+
+
 def test_page_actions_cancel_retry_delete_with_csrf(client, project):
     job_id = scheduled_job()
     csrf = sign_in(client)

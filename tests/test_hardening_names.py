@@ -374,7 +374,9 @@ def test_hostile_params_through_the_cli_exit_2_with_one_line(project):
         ["--params", '{"__class__": 1}'], ["--params", '["\\ud800"]'],
         ["--kw-json", "a=NaN"], ["--kw-json", "a=" + deep_json], ["--kw", "a-b=1"],
         ["--kw", "=1"], ["--kw", "noequals"], ["--kw-json", "a={"],
-        ["x", "--kw", "a=1"], ["--params", "[]", "x"], ["--params", '["' + "x" * 5000 + '"]'],
+        ["--params", '{"a": 1}', "--kw", "b=1"], ["--params", "[]", "x"],
+        ["--params", '["' + "x" * 5000 + '"]'], ["x", "--kw", "a-b=1"],
+        ["x" * 2100, "--kw", "a=" + "y" * 2100],  # each half fits the limit, the whole does not
     ]
 
     def run(args: list[str]) -> tuple[list[str], subprocess.CompletedProcess[str]]:

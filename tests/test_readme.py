@@ -57,6 +57,7 @@ def test_python_api_example(project):
     assert "sent to ada@example.com" in lines[2]
     statuses = [line for line in lines if line in ("scheduled", "cancelled", "queued")]
     assert statuses == ["scheduled", "cancelled", "queued"]
+    assert lines[-1] == "{'subject': 'Welcome'}"
 
 
 def test_command_line_examples(project):

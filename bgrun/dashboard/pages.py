@@ -107,6 +107,7 @@ def job(job_id: str) -> str:
         timings={k: duration(v) for k, v in timings(record, now).items()},
         attempts=store.attempts_of(record.id), output=chunk, active=ACTIVE_WORDS,
         params=pretty_json(info["params"]), result=pretty_json(info["result"]),
+        kwargs=None if info["kwargs"] is None else pretty_json(info["kwargs"]),
         csrf=csrf_token(),
     )
 
