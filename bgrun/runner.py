@@ -65,7 +65,7 @@ class Runner:
         idle_since = last_settle = time.monotonic()
         looked_again = False
         while not self.stopping:
-            self.watch.check()  # a watcher killed is replaced within a tick
+            self._check_watcher()
             if time.monotonic() - last_settle >= SETTLE_EVERY:
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
                 last_settle = time.monotonic()
@@ -162,7 +162,7 @@ class Runner:
             raise
         try:
             verdict = run_attempt(ctx.config, ctx.store, job, self._child_started,
-                                  self.watch.check)
+                                  self._check_watcher)
         finally:
             self.child = None
         if verdict.outcome == Outcome.HANDBACK or (self.stopping and self.requeue_on_stop
@@ -175,6 +175,11 @@ class Runner:
             return False
         record(ctx, job, verdict)
         return True
+
+    def _check_watcher(self) -> None:
+        """Replace a killed watcher within a tick; settle what died with it at once."""
+        if self.watch.check():
+            settle_orphans(self.ctx, my_slot=self.slot)
 
     def _child_started(self, pid: int, started: float) -> None:
         self.child = (pid, started)

@@ -111,15 +111,19 @@ class WatchLink:
         """Mark slot `slot` left (call it just before releasing the slot's lock)."""
         write_mark(self.ctx.state, slot, mark)
 
-    def check(self) -> None:
-        """Start a watcher if none is alive (at most once a tick: one flock call)."""
+    def check(self) -> bool:
+        """Start a watcher if none is alive (at most once a tick: one flock call).
+
+        True if one had to be started: the caller then looks for dead runners itself,
+        as the watcher may have died with one of them and the new one takes a moment.
+        """
         moment = time.monotonic()
         if moment - self.last_check < self.ctx.config.tick:
-            return
+            return False
         self.last_check = moment
         if self._launched is not None and self._launched.poll() is not None:
             self._launched = None  # reaped
-        self._start_if_none()
+        return self._start_if_none()
 
     def _start_if_none(self) -> bool:
         """Take the watcher lock if nobody holds it, and hand it to a new watcher.

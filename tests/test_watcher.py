@@ -6,7 +6,9 @@ After each kill these tests only read the store file with sqlite3: `bgrun list`,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import sqlite3
 import time
@@ -180,3 +182,111 @@ def test_a_runner_leaving_work_behind_on_purpose_is_not_restarted(project):
     time.sleep(2.0)
     assert problems() == logged
     assert rows(project)[job.id][:2] == ("waiting", 0)
+
+
+# -- random kills, with nobody looking ---------------------------------------------------
+
+KINDS = ["runner", "child", "watcher", "runner+child", "watcher+runner", "runners"]
+
+
+def feasible(kind: str, runners: int, watchers: int) -> str:
+    """`kind`, or the nearest kill that leaves a bgrun process alive to notice it."""
+    if "watcher" in kind and (not watchers or (kind != "watcher" and runners < 2)):
+        kind = "runner"
+    if kind == "runners" and runners < 2:
+        kind = "runner"
+    return kind if runners or kind == "watcher" else "child"
+
+
+def victims(project, kind: str, rng: random.Random) -> tuple[list[psutil.Process], str]:
+    """The processes to kill for `kind`; never the watcher and every runner together
+    (every bgrun process dead at once is a reboot: `bgrun recover` at boot)."""
+    runners = bgrun_processes(project, "_runner_main")
+    watchers = bgrun_processes(project, "_watcher_main")
+    pids = {r.pid for r in runners}
+    children = []
+    for proc in processes_of(project.path):
+        with contextlib.suppress(psutil.Error):
+            if proc.ppid() in pids and "_watcher_main" not in " ".join(proc.cmdline()):
+                children.append(proc)
+    kind = feasible(kind, len(runners), len(watchers))
+    runner = rng.choice(runners) if runners else None
+    if kind == "runner":
+        chosen = [runner]
+    elif kind == "child":
+        chosen = children[:1] and [rng.choice(children)]
+    elif kind == "watcher":
+        chosen = watchers[:1]
+    elif kind == "runner+child":
+        chosen = [runner, *(c for c in children if c.ppid() == runner.pid)]
+    elif kind == "watcher+runner":
+        chosen = [*watchers[:1], runner]
+    else:
+        chosen = runners
+    return chosen, kind
+
+
+def kill_trial(project, rng: random.Random, tag0: int) -> tuple[str, float | None]:
+    """Queue jobs, kill some processes at a random moment, and say how long until the
+    death was noticed (None: nothing was killed)."""
+    for tag in range(tag0, tag0 + 2):
+        run_background_job("jobs", "record", ["t", tag, rng.uniform(0.3, 1.2)], retries=4)
+    wait_until(lambda: any(r[0] == "running" for r in rows(project).values()), timeout=30)
+    time.sleep(rng.uniform(0.0, 0.4))
+    before = rows(project)
+    chosen, kind = victims(project, rng.choice(KINDS), rng)
+    if not chosen:
+        return kind, None
+    killed_pids = {p.pid for p in chosen}
+    old_watchers = {p.pid for p in bgrun_processes(project, "_watcher_main")}
+    for proc in chosen:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    children = {str(m["tag"] + 1) for m in project.marks("t") if m["pid"] in killed_pids}
+    orphans = {i: r[1] for i, r in before.items()
+               if r[0] == "running" and (r[2] in killed_pids or i in children)}
+    if kind == "watcher":
+        wait_until(lambda: {p.pid for p in bgrun_processes(project, "_watcher_main")}
+                   - old_watchers or not bgrun_processes(project, "_runner_main"),
+                   timeout=30, pause=0.01)
+    elif orphans:
+        def settled() -> bool:
+            now = rows(project)
+            return all(now[i][0] != "running" or now[i][1] != a for i, a in orphans.items())
+        wait_until(settled, timeout=30, pause=0.01)
+    else:
+        return kind, None  # it ran no job: nothing to settle
+    return kind, time.monotonic() - killed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_random_kills_are_noticed_with_nobody_looking(project, monkeypatch, concurrency):
+    """Runner, child, watcher, or several at once; only the store is read afterwards.
+    KILL_TRIALS sets the number of trials (100 for the figures in the README)."""
+    monkeypatch.setenv("BGRUN_CONCURRENCY", str(concurrency))
+    trials = int(os.environ.get("KILL_TRIALS", "8"))
+    rng = random.Random(13 + concurrency)
+    noticed: list[tuple[str, float]] = []
+    for trial in range(trials):
+        kind, took = kill_trial(project, rng, 2 * trial)
+        if took is not None:
+            noticed.append((kind, took))
+    wait_until(lambda: all(r[0] in ("completed", "failed") for r in rows(project).values()),
+               timeout=60)
+    final = rows(project)
+    stuck = [i for i, r in final.items() if r[0] not in ("completed", "failed")]
+    ends = [m["tag"] for m in project.marks("t") if m.get("end")]
+    completed = {int(i) - 1 for i, r in final.items() if r[0] == "completed"}
+    lost = len(final) != 2 * trials or not completed <= set(ends)
+    twice = len(ends) - len(set(ends))
+    worst = max((t for _, t in noticed), default=0.0)
+    print(f"\nconcurrency {concurrency}: {trials} trials, {len(noticed)} kills "
+          f"({', '.join(sorted({k for k, _ in noticed}))}); lost {int(lost)}, stuck "
+          f"{len(stuck)}, run twice {twice}, failed "
+          f"{sum(r[0] == 'failed' for r in final.values())}; worst notice {worst:.2f} s, "
+          f"by kind: { {k: round(max(t for j, t in noticed if j == k), 2) for k, _ in noticed} }")
+    assert not lost and not stuck and twice == 0
+    assert worst < NOTICE
+    wait_until(lambda: not lock_holders(project), timeout=15)  # and nothing is left
