@@ -135,7 +135,8 @@ class SqliteStore(WatchStore):
         """Mark the best ready job running (priority desc, then readiness) and count the attempt."""
         return self._claim(
             # INDEXED BY: left to itself the planner picks jobs_status and sorts every
-            # waiting job (10 ms at 100,000), against microseconds on the claim index.
+            # waiting job, a cost that grows with the queue; the claim index finds the
+            # first one at once (benchmarks/RESULTS.md has both).
             "(SELECT id FROM jobs INDEXED BY jobs_claim"
             " WHERE status = 'waiting' AND held = 0 AND ready_at <= ?"
             " ORDER BY priority DESC, ready_at, id LIMIT 1)",
