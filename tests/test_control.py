@@ -305,7 +305,8 @@ def test_runner_does_not_spin_on_a_ready_job_it_may_not_claim(project):
     holder = slot_lock(ctx.state, -os.getpid())
     assert holder.acquire(timeout=0)
     try:
-        job = validate(ctx.config, Request("jobs", "noop"), time.time())._replace(held=-os.getpid())
+        job = validate(ctx.config, Request("jobs", "noop"), time.time())._replace(
+            held=-os.getpid())
         job_id, _ = ctx.store.insert(job, time.time())
         start_runner(ctx)
         runner = wait_until(lambda: runner_processes(project), timeout=10)[0]
