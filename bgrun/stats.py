@@ -21,14 +21,10 @@ def finished_stats(store: Store, minutes: int = 60, now: float | None = None) ->
     now = time.time() if now is None else now
     last = int(now // 60)
     first = last - minutes + 1
-    counts: dict[int, dict[str, int]] = {m: {"completed": 0, "failed": 0}
-                                         for m in range(first, last + 1)}
-    for minute, status, count in store.finished_per_minute(first * 60.0):
-        if minute in counts:
-            counts[minute][status] = count
     return {
         "minutes": minutes,
         "now": iso(now),
-        "per_minute": [{"minute": iso(m * 60.0), **counts[m]} for m in range(first, last + 1)],
+        "per_minute": [{"minute": iso(m * 60.0), "completed": completed, "failed": failed}
+                       for m, completed, failed in store.finished_per_minute(first, last)],
         "queues": store.active_by_queue(now),
     }

@@ -59,7 +59,7 @@ CREATE INDEX attempts_job ON attempts (job_id, number);
 # 2: progress reports, finished-per-minute stats, and the runners view.
 _V2 = """
 ALTER TABLE jobs ADD COLUMN progress TEXT;  -- JSON {done, total, message, at} or NULL
-CREATE INDEX jobs_finished ON jobs (finished_at, status);
+CREATE INDEX jobs_finished ON jobs (status, finished_at);  -- counts per minute
 CREATE TABLE runners (
     slot INTEGER PRIMARY KEY,               -- a dead runner's row is replaced by its heir's
     pid INTEGER NOT NULL,

@@ -48,30 +48,36 @@ class WatchStore:
             )
             return bool(cur.rowcount)
 
-    def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
-        """(minute as epoch // 60, completed or failed, count) of jobs finished since `since`."""
-        # jobs_finished (finished_at, status) covers the query: no table row is read.
+    def finished_per_minute(self, first: int, last: int) -> list[tuple[int, int, int]]:
+        """(minute, completed, failed) for each minute from `first` to `last` (epoch // 60)."""
+        # Two range counts per minute on jobs_finished (status, finished_at): no table row
+        # is read and nothing is sorted, unlike one GROUP BY over the hour's jobs.
         rows = self._read(
-            "SELECT CAST(finished_at / 60 AS INTEGER), status, COUNT(*)"
-            " FROM jobs INDEXED BY jobs_finished"
-            " WHERE finished_at >= ? AND status IN ('completed', 'failed') GROUP BY 1, 2",
-            (since,),
+            "WITH RECURSIVE minutes(m) AS (SELECT ? UNION ALL SELECT m + 1 FROM minutes"
+            " WHERE m < ?) SELECT m,"
+            " (SELECT COUNT(*) FROM jobs INDEXED BY jobs_finished WHERE status = 'completed'"
+            "  AND finished_at >= m * 60.0 AND finished_at < (m + 1) * 60.0),"
+            " (SELECT COUNT(*) FROM jobs INDEXED BY jobs_finished WHERE status = 'failed'"
+            "  AND finished_at >= m * 60.0 AND finished_at < (m + 1) * 60.0) FROM minutes",
+            (first, last),
         )
-        return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
 
     def active_by_queue(self, now: float) -> dict[str, dict[str, int]]:
-        """How many jobs are scheduled, queued and running now, per queue."""
+        """How many jobs are queued, scheduled and running now, per queue (none: omitted)."""
+        # Range counts on the jobs_next index (ready_at of waiting jobs) and jobs_status:
+        # no table row is read, so 100,000 waiting jobs are counted in milliseconds.
         # One queue, `default`, until jobs carry a queue: group by it then.
-        rows = self._read(
-            "SELECT 'default', CASE WHEN status = 'running' THEN 'running'"
-            " WHEN ready_at > ? THEN 'scheduled' ELSE 'queued' END, COUNT(*)"
-            " FROM jobs WHERE status IN ('waiting', 'running') GROUP BY 1, 2",
-            (now,),
-        )
-        out: dict[str, dict[str, int]] = {}
-        for queue, word, count in rows:
-            out.setdefault(str(queue), {"queued": 0, "scheduled": 0, "running": 0})[word] = count
-        return out
+        row = self._read(
+            "SELECT (SELECT COUNT(*) FROM jobs INDEXED BY jobs_next"
+            "        WHERE status = 'waiting' AND ready_at <= ?),"
+            " (SELECT COUNT(*) FROM jobs INDEXED BY jobs_next"
+            "        WHERE status = 'waiting' AND ready_at > ?),"
+            " (SELECT COUNT(*) FROM jobs WHERE status = 'running')",
+            (now, now),
+        )[0]
+        counts = {"queued": int(row[0]), "scheduled": int(row[1]), "running": int(row[2])}
+        return {"default": counts} if any(counts.values()) else {}
 
     def register_runner(self, slot: int, pid: int, process_start: float, now: float,
                         queues: str | None = None) -> None:
