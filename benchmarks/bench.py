@@ -216,7 +216,8 @@ def context() -> Context:
 
 
 def new_job(method: str = "noop", params: list[object] | None = None) -> NewJob:
-    return validate(Config.load(), Request("benchjobs", method, params, check_import=False))
+    return validate(Config.load(), Request("benchjobs", method, params, check_import=False),
+                    time.time())
 
 
 def bulk_insert(store: Path, job: NewJob, count: int, status: str = "waiting",
