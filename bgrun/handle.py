@@ -50,6 +50,11 @@ class Job:
         """The method's return value (JSON data, or its repr), None until it completes."""
         return self.info()["result"]
 
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """The job's last progress report: {"done", "total", "message", "at"}, or None."""
+        return self.info()["progress"]  # type: ignore[no-any-return]
+
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job ends; return its final status (WaitTimeoutError on timeout)."""
         return control.wait_for(self._ctx, self.id, timeout).status_at(time.time()).value

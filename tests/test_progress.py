@@ -61,11 +61,12 @@ def test_a_job_reports_and_keeps_its_last_report(project, monkeypatch, mode):
     assert "12/12 (100%) done" in project.cli("show", job.id).stdout
 
 
-def test_the_last_of_many_quick_reports_lands(project):
+@pytest.mark.parametrize("mode", MODES)
+def test_the_last_of_many_quick_reports_lands(project, monkeypatch, mode):
+    monkeypatch.setenv("BGRUN_MODE", mode)
     job = run_background_job("jobs", "report", [3000, 0.0, "all of them"])
-    assert project.wait(job.id)["status"] == "completed"
-    final = project.show(job.id)["progress"]
-    assert (final["done"], final["message"]) == (3000, "all of them")
+    assert job.wait(30) == "completed"
+    assert job.progress["done"] == 3000 and job.progress["message"] == "all of them"
 
 
 def test_foreground_run_reports_too(project):
