@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
 
 from bgrun import control
 from bgrun.dashboard.app import dashboard
-from bgrun.dashboard.present import full_counts, parse_filters, parse_int, read_chunk
+from bgrun.dashboard.present import (
+    fill_page,
+    full_counts,
+    parse_filters,
+    parse_int,
+    read_chunk,
+)
+from bgrun.records import JobRecord
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 BY = "dashboard"
@@ -17,12 +25,25 @@ BY = "dashboard"
 
 @bp.get("/jobs")
 def jobs() -> Response:
-    """Jobs newest first: ?status=S&target=T&limit=N (default 50)&before=ID."""
+    """Jobs newest first: ?status=S&target=T&limit=N (default 50)&before=ID.
+
+    A list stops early past about MAX_LIST_BYTES of JSON; whenever more may follow, a
+    `Link: <…before=ID>; rel="next"` header says where the next page begins.
+    """
     filters = parse_filters(request.args)
+    store = dashboard().ctx.store
     now = time.time()
-    found = dashboard().ctx.store.list_jobs(status=filters.status, target=filters.target,
-                                            limit=filters.limit, before=filters.before, now=now)
-    return jsonify([job.to_dict(now) for job in found])
+
+    def fetch(before: str | None, limit: int) -> list[JobRecord]:
+        return store.list_jobs(status=filters.status, target=filters.target, limit=limit,
+                               before=before, now=now)
+
+    found, older = fill_page(fetch, filters)
+    response = jsonify([job.to_dict(now) for job in found])
+    if older is not None:
+        args = {**request.args.to_dict(), "before": older}
+        response.headers["Link"] = f'<{request.path}?{urlencode(args)}>; rel="next"'
+    return response
 
 
 @bp.get("/counts")

@@ -23,6 +23,7 @@ from bgrun.dashboard.present import (
     DEFAULT_LIMIT,
     STATUS_WORDS,
     duration,
+    fill_page,
     full_counts,
     parse_filters,
     pretty_json,
@@ -31,6 +32,7 @@ from bgrun.dashboard.present import (
     timings,
 )
 from bgrun.dashboard.sessions import COOKIE
+from bgrun.records import JobRecord
 
 bp = Blueprint("pages", __name__)
 BY = "dashboard"
@@ -83,10 +85,13 @@ def jobs() -> str:
     filters = parse_filters(request.args)
     store = dashboard().ctx.store
     now = time.time()
-    found = store.list_jobs(status=filters.status, target=filters.target,
-                            limit=filters.limit, before=filters.before, now=now)
+
+    def fetch(before: str | None, limit: int) -> list[JobRecord]:
+        return store.list_jobs(status=filters.status, target=filters.target, limit=limit,
+                               before=before, now=now)
+
+    found, older = fill_page(fetch, filters)
     rows = [(job.to_dict(now), duration(timings(job, now)["ran"])) for job in found]
-    older = found[-1].id if len(found) == filters.limit else None
     return render_template("jobs.html", rows=rows, filters=filters, statuses=STATUS_WORDS,
                            counts=full_counts(store.counts(now)), older=older,
                            queues=store.active_by_queue(now),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,10 @@ ACTIVE_WORDS = tuple(s.value for s in JobStatus if not s.finished)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 TAIL_BYTES = 64 * 1024
+#: About the most JSON one list (API or page) may weigh: past it, the list stops early
+#: (with at least one job) and says where the next page begins. 1,000 jobs with big
+#: params would otherwise be tens of megabytes in one answer, and in memory.
+MAX_LIST_BYTES = 2 * 1024 * 1024
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BIDI = re.compile(f"[{BIDI}]")
 
@@ -48,6 +52,45 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
     if before is not None and parse_job_id(before) is None:
         raise QueryError("before must be a job id")
     return Filters(status, target, before, parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
+
+
+#: Reads one batch of a list: (the `before` id or None, how many) -> jobs, newest first.
+Fetch = Callable[[str | None, int], list[JobRecord]]
+
+
+def weight(job: JobRecord) -> int:
+    """About the bytes of `job` as JSON: its text fields, plus room for the rest."""
+    return 512 + sum(len(value) for value in job if isinstance(value, str))
+
+
+def fill_page(fetch: Fetch, filters: Filters, budget: int = MAX_LIST_BYTES
+              ) -> tuple[list[JobRecord], str | None]:
+    """Up to `filters.limit` jobs from `filters.before` on, newest first, stopping before
+    their weight passes `budget` (the first job always counts).
+
+    Read in batches: the first of at most DEFAULT_LIMIT jobs (a default page is one
+    query), each next one as many as the room left holds at the weight seen so far, so
+    rows far past the budget are never read into memory.
+    Returns (the jobs, the `before` id of the next page, or None when no more may follow).
+    """
+    found: list[JobRecord] = []
+    total = 0
+    before = filters.before
+    want = min(DEFAULT_LIMIT, filters.limit)
+    while True:
+        batch = fetch(before, want)
+        for job in batch:
+            total += weight(job)
+            if found and total > budget:
+                return found, found[-1].id
+            found.append(job)
+        if len(batch) < want:
+            return found, None
+        if len(found) >= filters.limit:
+            return found, found[-1].id
+        before = batch[-1].id
+        room = (budget - total) * len(found) // total + 1
+        want = max(1, min(filters.limit - len(found), room))
 
 
 def parse_int(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

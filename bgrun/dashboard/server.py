@@ -9,11 +9,44 @@ from pathlib import Path
 from typing import Any
 
 import waitress
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 
 from bgrun.config import Config, merged_environ
 from bgrun.dashboard import security, sessions
-from bgrun.dashboard.app import create_app
+from bgrun.dashboard.app import MAX_BODY, create_app
 from bgrun.errors import ConfigError
+
+#: waitress settings that fit a dashboard: a few people and scripts, small requests.
+#: A body over MAX_BODY is refused (413) from its Content-Length, before it is read, or
+#: as soon as a chunked one passes it; idle connections are closed after
+#: `channel_timeout` seconds, so idle sockets cannot hold every connection for long.
+LIMITS: dict[str, object] = {
+    "threads": 8,
+    "connection_limit": 100,
+    "channel_timeout": 20,
+    "cleanup_interval": 5,
+    "max_request_header_size": 32 * 1024,
+    "max_request_body_size": MAX_BODY,
+    "inbuf_overflow": MAX_BODY,
+    "expose_tracebacks": False,
+    "ident": "bgrun",
+}
+
+
+class _ErrorTask(ErrorTask):  # type: ignore[misc] # waitress has no type hints
+    """waitress's own answers (413, 431, 400 for a malformed request, 500), which never
+    reach Flask, with the same security headers as the app's (their body is text/plain
+    and names only the limit that was passed)."""
+
+    def execute(self) -> None:
+        self.response_headers.extend(security.SECURITY_HEADERS.items())
+        self.response_headers.append(("Cache-Control", "no-store"))
+        super().execute()
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    error_task_class = _ErrorTask
 
 
 @dataclass
@@ -32,9 +65,10 @@ def build_server(config: Config, host: str, port: int, environ: Mapping[str, str
     app = create_app(config, token, hosts=security.allowed_hosts(environ, host),
                      sessions=sessions.from_environ(environ))
     try:
-        server = waitress.create_server(app, host=host, port=port, threads=8, ident="bgrun")
+        server = waitress.create_server(app, host=host, port=port, **LIMITS)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server.channel_class = _Channel
     shown = f"[{host}]" if ":" in host else host
     return Served(server, f"http://{shown}:{server.effective_port}/", token, generated)
 
