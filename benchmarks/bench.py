@@ -40,7 +40,7 @@ from bgrun.context import Context  # noqa: E402
 from bgrun.enqueue import Request, validate  # noqa: E402
 from bgrun.records import Outcome  # noqa: E402
 from bgrun.settle import ensure_runner  # noqa: E402
-from bgrun.store import NewJob, Store  # noqa: E402
+from bgrun.store import NewJob, Role, open_store  # noqa: E402
 
 PY = sys.executable
 CHILD = str(ROOT / "bgrun" / "_spawned.py")  # a spawned job child's entry script
@@ -540,7 +540,7 @@ def claim_finish_cost(total: int, ops: int, repeats: int) -> float:
         waiting = max(ops * repeats, total // 10)
         bulk_insert(ctx.config.store, job, total - waiting, status="completed")
         bulk_insert(ctx.config.store, job, waiting)
-        store = Store(ctx.config.store, ctx.config.log_dir / "jobs", synchronous="NORMAL")
+        store = open_store(ctx.config, Role.RUNNER)
         per = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from bgrun import _child, allowlist, forkrun
+from bgrun import _child, allowlist, forkrun, jobfiles
 from bgrun.config import Config
 from bgrun.errors import AllowlistError, Failure, RefusedError
 from bgrun.files import open_append
@@ -62,9 +62,9 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
         return Verdict(Outcome.HANDBACK, f"AllowlistError: {exc}", retryable=False)
     except RefusedError as exc:
         return Verdict(Outcome.FAILED, Failure.NOT_ALLOWED.says(exc), retryable=False)
-    result_path = config.log_dir / "jobs" / f"{job.id}.result"
-    result_path.unlink(missing_ok=True)
-    spec = _spec(config, job, rule_file.signature, result_path)
+    result = jobfiles.result_path(config.log_dir, job.id)
+    result.unlink(missing_ok=True)
+    spec = _spec(config, job, rule_file.signature, result)
     launch = store.launch_spec(job.id)
     env = without_secrets(json.loads(launch.env_json))  # (stored before they were dropped)
     tag_key, _, tag_value = marker(job, os.getpid()).partition("=")
@@ -91,7 +91,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
         on_start(proc.pid, started)
     try:
         ended = _supervise(config, store, job, proc, started, relay, on_tick)
-        verdict = ended or read_verdict(proc.wait(), result_path, config.max_result_bytes)
+        verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes)
         relay.poll(store, job.id, job.attempts, last=True)  # the last report lands first
     finally:
         relay.close()

@@ -9,9 +9,10 @@ from typing import NamedTuple
 
 from bgrun.config import Config
 from bgrun.files import private_dir
+from bgrun.jobfiles import jobs_dir
 from bgrun.joblog import EventLog
 from bgrun.slots import state_dir
-from bgrun.store import Store
+from bgrun.store import Role, Store, open_store
 
 RUNNER_SCRIPT = str(Path(__file__).resolve().with_name("_runner_main.py"))
 
@@ -25,12 +26,14 @@ class Context(NamedTuple):
     state: Path
 
     @classmethod
-    def open(cls, config: Config, synchronous: str = "FULL") -> Context:
-        """Create the log folder (0700) and open the store and logs in it."""
+    def open(cls, config: Config, role: Role = Role.CALLER) -> Context:
+        """Create the log folder (0700) and open the store and logs in it.
+
+        `role`: a runner's writes may be less durable than a caller's (store.Role).
+        """
         private_dir(config.log_dir)
-        output_dir = private_dir(config.log_dir / "jobs")
-        private_dir(config.store.parent)
-        store = Store(config.store, output_dir, synchronous)
+        private_dir(jobs_dir(config.log_dir))
+        store = open_store(config, role)
         log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups)
         return cls(config, store, log, state_dir(config.store))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bgrun.context import Context
 from bgrun.errors import InvalidStateError, OutputGoneError, WaitTimeoutError
+from bgrun.jobfiles import output_path
 from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import SETTLE_EVERY, ensure_runner, recover, settle_orphans
 
@@ -77,7 +78,7 @@ def delete_jobs(ctx: Context, job_ids: list[str], by: str) -> list[str]:
                                     " only finished jobs can be deleted")
     deleted = ctx.store.delete(job_ids)
     for job_id in deleted:
-        Path(ctx.config.log_dir / "jobs" / f"{job_id}.log").unlink(missing_ok=True)
+        output_path(ctx.config.log_dir, job_id).unlink(missing_ok=True)
         ctx.log.event(job=job_id, target="-", method="-", status="deleted", by=by)
     return deleted
 

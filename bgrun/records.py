@@ -78,7 +78,7 @@ class JobRecord(NamedTuple):
     target: str
     method: str
     params_json: str
-    stored_status: str
+    stored_status: State
     priority: int
     attempts: int
     retries: int

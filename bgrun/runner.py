@@ -30,6 +30,7 @@ from bgrun.procstart import process_start
 from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
+from bgrun.store import Role
 from bgrun.watchlink import STOP, WatchLink
 
 SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (a look costs a query)
@@ -201,7 +202,7 @@ class Runner:
 
 def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False) -> bool:
     """Take a free slot and run jobs; False if every slot already has a runner."""
-    ctx = Context.open(config, synchronous="NORMAL")
+    ctx = Context.open(config, role=Role.RUNNER)
     taken = take_free_slot(ctx.state, config.concurrency)
     if taken is None:
         return False

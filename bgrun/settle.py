@@ -14,6 +14,7 @@ from pathlib import Path
 from bgrun.attempt import Verdict, marker, read_verdict
 from bgrun.context import RUNNER_SCRIPT, Context, runner_python
 from bgrun.errors import Failure
+from bgrun.jobfiles import result_path
 from bgrun.launcher import start_detached
 from bgrun.policy import compute_backoff, may_retry
 from bgrun.records import JobRecord, Outcome, State
@@ -75,8 +76,7 @@ def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
         from bgrun.proctree import kill_tree  # psutil: only paid for when settling
 
         kill_tree(child[0], child[1], marker(job, job.runner_pid or 0))
-    result_path = ctx.config.log_dir / "jobs" / f"{job_id}.result"
-    verdict = read_verdict(-9, result_path, ctx.config.max_result_bytes)
+    verdict = read_verdict(-9, result_path(ctx.config.log_dir, job_id), ctx.config.max_result_bytes)
     if verdict.outcome != Outcome.COMPLETED:
         verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
             f"the runner (pid {job.runner_pid}) died while the job ran"))

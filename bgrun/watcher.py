@@ -34,6 +34,7 @@ from bgrun.errors import BgrunError
 from bgrun.locks import FileLock
 from bgrun.settle import ensure_runner, settle_orphans
 from bgrun.slots import slot_lock, state_dir, try_acquire
+from bgrun.store import Role
 from bgrun.watchlink import STOP, read_mark, watcher_fifo, write_mark
 
 EXPECT_RUNNER = 10.0  # seconds a watcher waits for a runner it started to take a slot
@@ -174,7 +175,7 @@ def watch(config: Config, lock_fd: int | None = None) -> bool:
         own.adopt(lock_fd)
     elif not own.acquire(timeout=LOCK_WAIT):
         return False
-    ctx = Context.open(config, synchronous="NORMAL")
+    ctx = Context.open(config, Role.RUNNER)
     try:
         Watcher(ctx, own).run()
     finally:

@@ -592,10 +592,10 @@ def test_pages_stay_fast_with_100000_jobs(project):
     import time
 
     from bgrun.context import Context
-    from bgrun.store import NewJob
+    from bgrun.store import NewJob, Role
 
     config = Config.load()
-    store = Context.open(config, synchronous="OFF").store  # a quick fill, not durability
+    store = Context.open(config, Role.RUNNER).store  # a quick fill: no fsync per job
     now = time.time()
     for i in range(100_000):
         store.insert(NewJob("jobs.Greeter" if i % 3 == 0 else "jobs", "noop", "[]", 0, 0, None,

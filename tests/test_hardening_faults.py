@@ -19,7 +19,7 @@ import pytest
 from bgrun import BgrunError, ConfigError, StoreError, run_background_job
 from bgrun.errors import ExitCode
 from bgrun.joblog import ERRORS_LOG, EVENTS_LOG
-from bgrun.store import Store
+from bgrun.store.sqlite import SqliteStore as Store
 from tests.conftest import kill_processes_of, wait_until
 from tests.test_hardening_logs import assert_log_is_whole
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,8 @@ from bgrun import run_background_job
 from bgrun.records import Outcome
 from bgrun.relay import parse
 from bgrun.slots import slot_lock
-from bgrun.store import Store, schema
+from bgrun.store import schema
+from bgrun.store.sqlite import SqliteStore
 from tests.conftest import wait_until
 
 MODES = ["spawn"] if sys.platform == "win32" else ["spawn", "fork"]
@@ -123,14 +126,10 @@ def test_a_new_attempt_starts_without_the_old_report(project):
 
 def test_a_version_1_store_is_migrated(project, tmp_path):
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(schema._V1 + "PRAGMA user_version = 1;")
-        db.execute("INSERT INTO jobs (target, method, params, status, priority, attempts,"
-                   " retries, created_at, run_at, ready_at, cwd, python, env, allowlist)"
-                   " VALUES ('jobs', 'noop', '[]', 'completed', 0, 1, 0, 1, 1, 1, '.', 'py',"
-                   " '{}', 'a')")
-    store = Store(path, tmp_path)
+    shutil.copy(Path(__file__).parent / "data" / "store-v1.sqlite3", path)
+    store = SqliteStore(path, tmp_path)
     assert store.get("1").progress_json is None
     assert store.runner_rows() == []
+    store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION

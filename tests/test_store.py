@@ -7,9 +7,10 @@ import sys
 import time
 
 from bgrun.records import Outcome
-from bgrun.store import NewJob, Store
+from bgrun.store import NewJob
+from bgrun.store.sqlite import SqliteStore as Store
 
-OPEN = ("import sys; from pathlib import Path; from bgrun.store import Store;"
+OPEN = ("import sys; from pathlib import Path; from bgrun.store.sqlite import SqliteStore as Store;"
         " Store(Path(sys.argv[1]), Path(sys.argv[2])).close()")
 
 

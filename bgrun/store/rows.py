@@ -1,10 +1,13 @@
-"""The plain data that crosses the store's boundary: new jobs, launch specs, job keys."""
+"""The plain data that crosses the store's boundary, and stored rows read by column name."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 from bgrun.errors import NoSuchJobError
+from bgrun.jobfiles import output_path
+from bgrun.records import AttemptRecord, JobRecord, State
 
 
 class NewJob(NamedTuple):
@@ -30,6 +33,52 @@ class LaunchSpec(NamedTuple):
 
     python: str
     env_json: str
+
+
+class RunningAttempt(NamedTuple):
+    """A running job's attempt and who supervises it (to find attempts whose runner died)."""
+
+    job_id: str
+    attempt: int
+    runner_slot: int
+    runner_pid: int
+
+
+class Row(Protocol):
+    """A stored row read by column name (sqlite3.Row; a dict row elsewhere)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+#: The columns a JobRecord is made of (never `env`: it is private).
+JOB_COLUMNS = (
+    "id", "target", "method", "params", "status", "priority", "attempts", "retries", "timeout",
+    "unique_key", "created_at", "run_at", "started_at", "finished_at", "error", "traceback",
+    "result", "cwd", "allowlist", "cancel_requested", "runner_pid", "child_pid", "progress",
+)
+
+
+def job_record(row: Row, log_dir: Path) -> JobRecord:
+    """The JobRecord of a row holding JOB_COLUMNS."""
+    job_id = str(row["id"])
+    return JobRecord(
+        id=job_id, target=row["target"], method=row["method"], params_json=row["params"],
+        stored_status=State(row["status"]), priority=row["priority"],
+        attempts=row["attempts"], retries=row["retries"], timeout=row["timeout"],
+        unique_key=row["unique_key"], created_at=row["created_at"], run_at=row["run_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"], error=row["error"],
+        traceback=row["traceback"], result_json=row["result"], cwd=row["cwd"],
+        allowlist=row["allowlist"], cancel_requested=bool(row["cancel_requested"]),
+        runner_pid=row["runner_pid"], child_pid=row["child_pid"],
+        progress_json=row["progress"], output=str(output_path(log_dir, job_id)),
+    )
+
+
+def attempt_record(row: Row) -> AttemptRecord:
+    """The AttemptRecord of an attempts row."""
+    return AttemptRecord(number=row["number"], started_at=row["started_at"],
+                         finished_at=row["finished_at"], outcome=row["outcome"],
+                         error=row["error"])
 
 
 MAX_ID = 2**63 - 1  # SQLite's largest rowid
@@ -58,13 +107,3 @@ def job_key(job_id: object) -> int:
         raise NoSuchJobError(f"no job {shown}: a job id is a whole number in ASCII digits"
                              " (no sign, spaces or leading zero)")
     return key
-
-
-def status_filter(status: str | None, now: float) -> tuple[list[str], list[object]]:
-    if status is None:
-        return [], []
-    if status == "queued":
-        return ["status = 'waiting'", "ready_at <= ?"], [now]
-    if status == "scheduled":
-        return ["status = 'waiting'", "ready_at > ?"], [now]
-    return ["status = ?"], [status]

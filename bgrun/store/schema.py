@@ -1,4 +1,10 @@
-"""The store's schema and its migrations (versioned by PRAGMA user_version)."""
+"""The store's schema and its migrations (versioned by PRAGMA user_version).
+
+To change the schema: edit SCHEMA (what a new store gets), add the script that takes
+the previous version to the new one to MIGRATIONS, bump VERSION.
+tests/test_store_migration.py checks that a store made by older bgrun migrates to
+exactly SCHEMA and keeps its jobs.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,9 @@ from pathlib import Path
 
 from bgrun.errors import StoreError
 
-VERSION = 2
+VERSION = 3
 
-_V1 = """
+_JOBS = """
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused, even after prune
     target TEXT NOT NULL,
@@ -38,13 +44,14 @@ CREATE TABLE jobs (
     runner_slot INTEGER,
     runner_pid INTEGER,
     child_pid INTEGER,
-    child_started REAL
+    child_started REAL,
+    progress TEXT                           -- JSON {done, total, message, at} or NULL
 );
 CREATE INDEX jobs_claim ON jobs (priority DESC, ready_at, id) WHERE status = 'waiting';
 CREATE INDEX jobs_next ON jobs (ready_at) WHERE status = 'waiting';
 CREATE INDEX jobs_status ON jobs (status, id);
 CREATE INDEX jobs_target ON jobs (target, id);
-CREATE INDEX jobs_unique ON jobs (unique_key) WHERE unique_key IS NOT NULL;
+CREATE INDEX jobs_finished ON jobs (status, finished_at);  -- counts per minute
 CREATE TABLE attempts (
     job_id INTEGER NOT NULL,
     number INTEGER NOT NULL,
@@ -56,10 +63,7 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_job ON attempts (job_id, number);
 """
 
-# 2: progress reports, finished-per-minute stats, and the runners view.
-_V2 = """
-ALTER TABLE jobs ADD COLUMN progress TEXT;  -- JSON {done, total, message, at} or NULL
-CREATE INDEX jobs_finished ON jobs (status, finished_at);  -- counts per minute
+_RUNNERS = """
 CREATE TABLE runners (
     slot INTEGER PRIMARY KEY,               -- a dead runner's row is replaced by its heir's
     pid INTEGER NOT NULL,
@@ -69,11 +73,42 @@ CREATE TABLE runners (
 );
 """
 
-_STEPS = {1: _V1, 2: _V2}  # the script that brings version N-1 to N
+# One live job per unique key, kept by the database itself (INSERT ... ON CONFLICT).
+_UNIQUE_LIVE = """
+CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('waiting', 'running');
+"""
+
+#: What a new store gets.
+SCHEMA = _JOBS + _RUNNERS + _UNIQUE_LIVE
+
+#: MIGRATIONS[n] takes a store from version n to n + 1.
+MIGRATIONS = {
+    # progress reports, finished-per-minute stats, and the runners view
+    1: """
+ALTER TABLE jobs ADD COLUMN progress TEXT;
+CREATE INDEX jobs_finished ON jobs (status, finished_at);  -- counts per minute
+""" + _RUNNERS,
+    # Schema 2 kept unique keys by a SELECT before the INSERT. A retry could still make a
+    # second live job with a key; the newer ones lose their key, so the index can exist.
+    2: """
+DROP INDEX jobs_unique;
+UPDATE jobs SET unique_key = NULL
+    WHERE unique_key IS NOT NULL AND status IN ('waiting', 'running')
+    AND id NOT IN (SELECT MIN(id) FROM jobs
+                   WHERE unique_key IS NOT NULL AND status IN ('waiting', 'running')
+                   GROUP BY unique_key);
+""" + _UNIQUE_LIVE,
+}
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the store's schema up to VERSION; refuse a store from a newer bgrun."""
+    """Bring the store's schema up to VERSION; refuse a store from a newer bgrun.
+
+    One write transaction that reads the version again once it holds the lock: of
+    several processes opening an old store at once, one migrates and the others find
+    the work done.
+    """
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version == VERSION:
         return
@@ -86,8 +121,10 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables:
                 raise StoreError(f"{path} is an SQLite file but not a bgrun store; left as it is")
-        for step in range(version + 1, VERSION + 1):
-            _run_script(db, _STEPS[step])
+            _run_script(db, SCHEMA)
+        else:
+            for step in range(version, VERSION):
+                _run_script(db, MIGRATIONS[step])
         db.execute(f"PRAGMA user_version = {VERSION}")
         db.execute("COMMIT")
     except BaseException:
@@ -96,6 +133,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and the version check must share our lock.
     for statement in script.split(";"):
         lines = [line.split("--")[0] for line in statement.splitlines()]
         if "".join(lines).strip():

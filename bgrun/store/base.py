@@ -1,0 +1,215 @@
+"""The store contract: what every backend does, and what each operation promises.
+
+Every method is one atomic transaction unless it says otherwise: it happens entirely or
+not at all, and no other process sees it half done. Every check-then-write is one
+conditional statement (or a unique index), so it stays right under a backend with
+concurrent writers. A method that cannot reach or use the store raises StoreError.
+Times are UTC epoch seconds; job ids are decimal strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+from bgrun.records import AttemptRecord, JobRecord, Outcome, State
+from bgrun.store.rows import LaunchSpec, NewJob, RunningAttempt
+from bgrun.store.watch import RunnerRow
+
+
+class Role(StrEnum):
+    """Who opens the store; the backend chooses its durability from it."""
+
+    #: queues jobs and acts on them: once a call returns, its write survives power loss
+    CALLER = "caller"
+    #: records a job's transitions: may lose its last ones to a power loss (the job then
+    #: runs again: at-least-once), never to a crash of a process
+    RUNNER = "runner"
+
+
+class Store(Protocol):
+    """The jobs and their attempts, shared by every bgrun process of one configuration."""
+
+    def close(self) -> None:
+        """Release the connection; the stored jobs stay."""
+
+    # -- queueing ----------------------------------------------------------------------
+
+    def insert(self, job: NewJob, now: float) -> tuple[str, bool]:
+        """Store `job` as waiting, ready at `job.run_at`; return (its new id, True).
+
+        With `job.unique_key` set and a live (waiting or running) job holding that key,
+        store nothing and return (that job's id, False): of several callers racing with
+        one key, exactly one stores a job. Atomic.
+        """
+        ...
+
+    # -- the runner's side ---------------------------------------------------------------
+
+    def claim(self, now: float, slot: int, runner_pid: int) -> JobRecord | None:
+        """Take the best ready job: highest priority, then earliest ready, then oldest.
+
+        Only waiting jobs not held by a foreground run and ready at `now` qualify. The
+        job becomes running under (`slot`, `runner_pid`), its attempt count goes up by
+        one and its attempt is recorded; returns it as claimed, or None when no job is
+        ready. Atomic: two racing claims never take the same job.
+        """
+        ...
+
+    def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int
+                  ) -> JobRecord | None:
+        """Claim this job as `claim` would, whatever its priority, hold or ready time.
+
+        None when it is not waiting (cancelled meanwhile, claimed by another). Atomic.
+        """
+        ...
+
+    def release_holds(self, holders: list[int]) -> int:
+        """Let runners claim the waiting jobs held by these (dead) foreground holders.
+
+        Returns how many jobs were released. Atomic.
+        """
+        ...
+
+    def holders(self) -> list[int]:
+        """The holders (negative slots) of waiting jobs held by a foreground run."""
+        ...
+
+    def launch_spec(self, job_id: str) -> LaunchSpec:
+        """The interpreter and environment the job was queued with (private: never shown).
+
+        Raises NoSuchJobError.
+        """
+        ...
+
+    def set_child(self, job_id: str, pid: int, started: float) -> None:
+        """Record the running attempt's process: pid and start time (against pid reuse).
+
+        Does nothing when the job no longer runs.
+        """
+        ...
+
+    def child_of(self, job_id: str) -> tuple[int, float] | None:
+        """The running attempt's (pid, start time); None when not running or not started."""
+        ...
+
+    def finish(self, job_id: str, attempt: int, now: float, *, outcome: Outcome,
+               error: str | None = None, traceback: str | None = None,
+               result_json: str | None = None, retry_at: float | None = None
+               ) -> State | None:
+        """Settle attempt `attempt` of a running job; return the state the job ends in.
+
+        `outcome` is COMPLETED, FAILED or CANCELLED. A failure with `retry_at` sends the
+        job back to waiting, ready at `retry_at` (its attempt recorded as RETRYING). A
+        job whose cancel was asked while it ran ends CANCELLED unless it completed.
+        Returns None, changing nothing, when that attempt is not the job's running one
+        (settled already, by its runner or by whoever found its runner dead): each
+        attempt gets exactly one verdict. Atomic.
+        """
+        ...
+
+    def hand_back(self, job_id: str, attempt: int) -> bool:
+        """Return running attempt `attempt` to waiting, uncounted, its record removed.
+
+        For an attempt that must not count (the allowlist broke, a worker stopping with
+        --requeue). False, changing nothing, when it was settled meanwhile. Atomic.
+        """
+        ...
+
+    def next_run_at(self) -> float | None:
+        """When the earliest job a runner may claim is ready; None when none waits."""
+        ...
+
+    def running(self) -> list[RunningAttempt]:
+        """Every running attempt with its runner's slot and pid (to find dead runners)."""
+        ...
+
+    # -- users' side ---------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        """One job. Raises NoSuchJobError."""
+        ...
+
+    def list_jobs(self, *, status: str | None = None, target: str | None = None,
+                  limit: int = 50, before: str | None = None, now: float | None = None
+                  ) -> list[JobRecord]:
+        """Jobs, newest (highest id) first.
+
+        `status` is a status word (a JobStatus value, told at `now`: queued and
+        scheduled are both waiting, apart by ready time); `target` an exact target;
+        `before` a job id, for the page after it; `limit` 0 means all. Raises
+        NoSuchJobError for a `before` that cannot be a job id, ValueError for a status
+        that is no status word.
+        """
+        ...
+
+    def counts(self, now: float | None = None) -> dict[str, int]:
+        """How many jobs have each status word at `now` (words with none are left out)."""
+        ...
+
+    def attempts_of(self, job_id: str) -> list[AttemptRecord]:
+        """The job's recorded attempts, oldest first (empty for an unknown job)."""
+        ...
+
+    def cancel(self, job_id: str, now: float) -> JobRecord:
+        """Cancel a waiting job at once, or ask its runner to end a running one.
+
+        Returns the job as it is after. Raises NoSuchJobError, and InvalidStateError
+        for a finished job. Atomic: a cancel racing a claim either cancels the waiting
+        job (the claim then gets nothing) or flags the running one.
+        """
+        ...
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """True once someone asked to cancel the job."""
+        ...
+
+    def retry(self, job_id: str, now: float) -> JobRecord:
+        """Queue a failed or cancelled job again, same id, attempts from 0, ready now.
+
+        Returns the job as queued. Raises NoSuchJobError; InvalidStateError for a job
+        that is not failed or cancelled, or whose unique key a live job holds now.
+        Atomic.
+        """
+        ...
+
+    def delete(self, job_ids: list[str]) -> list[str]:
+        """Delete the finished jobs among `job_ids` with their attempts; return their ids.
+
+        Jobs that are not finished (or do not exist) are skipped. Atomic as a whole.
+        """
+        ...
+
+    def finished_before(self, cutoff: float) -> list[str]:
+        """Ids of the jobs that finished before `cutoff`."""
+        ...
+
+    # -- watching work move: progress, stats, runners --------------------------------------
+
+    def set_progress(self, job_id: str, attempt: int, progress_json: str) -> bool:
+        """Store running attempt `attempt`'s newest progress report (a claim clears it).
+
+        False, changing nothing, when that attempt is over. Atomic.
+        """
+        ...
+
+    def finished_per_minute(self, first: int, last: int) -> list[tuple[int, int, int]]:
+        """(minute, completed, failed) for each minute from `first` to `last` (epoch // 60)."""
+        ...
+
+    def active_by_queue(self, now: float) -> dict[str, dict[str, int]]:
+        """How many jobs are queued, scheduled and running at `now`, per queue (none: omitted)."""
+        ...
+
+    def register_runner(self, slot: int, pid: int, process_start: float, now: float,
+                        queues: str | None = None) -> None:
+        """Record the runner that now holds `slot`, replacing a dead one's row. Atomic."""
+        ...
+
+    def unregister_runner(self, slot: int, pid: int) -> None:
+        """Remove the row of runner `pid` from `slot` (it released the slot)."""
+        ...
+
+    def runner_rows(self) -> list[RunnerRow]:
+        """Every registered runner, live or not, with the job it runs now; by slot."""
+        ...

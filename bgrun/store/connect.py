@@ -1,0 +1,106 @@
+"""Opening an SQLite store file: WAL, durability by role, schema, and one lock per process.
+
+Every write is one short `BEGIN IMMEDIATE` transaction: a deferred read-then-write
+transaction meets SQLITE_BUSY under contention whatever busy_timeout says.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from bgrun.errors import StoreError
+from bgrun.files import touch_private
+from bgrun.store.base import Role
+from bgrun.store.schema import migrate, refuse_foreign
+
+OPEN_TIMEOUT = 30.0  # seconds to keep trying a store that other processes are opening
+
+# Durability by role. A caller's commit is fsynced (FULL): once `enqueue` returns an id,
+# the job survives a power loss, as SPEC asks. A runner's transitions use NORMAL: in WAL
+# mode a commit is then durable at the next checkpoint, so a power loss can undo its last
+# transitions (the job is claimed and runs again: at-least-once) but a process crash
+# cannot, and a runner spares an fsync per claim and per verdict.
+_SYNCHRONOUS = {Role.CALLER: "FULL", Role.RUNNER: "NORMAL"}
+
+Params = Mapping[str, object] | tuple[object, ...]
+
+
+class Connection:
+    """One process's connection to a store file, shared by its threads under a lock."""
+
+    def __init__(self, path: Path, role: Role) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while True:
+            try:
+                self._db = self._connect(_SYNCHRONOUS[role])
+                return
+            except sqlite3.DatabaseError as exc:
+                # Switching a new file to WAL, and WAL recovery, can answer "locked" at once,
+                # without SQLite's busy handler, while other processes open it too.
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if not locked or time.monotonic() > deadline:
+                    raise StoreError(f"store {path} is unusable ({exc});"
+                                     " it was left as it is") from None
+            except OSError as exc:
+                raise StoreError(f"store {path} cannot be opened: {exc.strerror or exc}"
+                                 ) from None
+            time.sleep(0.02)
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        touch_private(self.path)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            refuse_foreign(db, self.path)  # before WAL, which would rewrite its header
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":  # WAL is a property of the file: set once, by its creator
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(
+                    f"store {self.path}: SQLite cannot use WAL there (a network file"
+                    " system?): put BGRUN_STORE on a local disk"
+                )
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            migrate(db, self.path)
+        except BaseException:
+            db.close()
+            raise
+        db.row_factory = sqlite3.Row  # rows are read by column name, never by position
+        return db
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        self._db.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: {exc}") from None
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StoreError(f"store {self.path}: {exc}") from None
+                raise
+
+    def read(self, sql: str, args: Params = ()) -> list[sqlite3.Row]:
+        """The rows of one query (one statement: one consistent snapshot)."""
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: {exc}") from None

@@ -1,0 +1,32 @@
+"""open_store: the one place that turns settings into a store."""
+
+from __future__ import annotations
+
+from bgrun.config import Config
+from bgrun.errors import StoreError
+from bgrun.files import private_dir
+from bgrun.store.base import Role, Store
+
+#: URL schemes that name a database server rather than an SQLite file (SPEC).
+SERVER_SCHEMES = ("postgresql://", "postgres://")
+
+
+def store_kind(location: str) -> str:
+    """`postgresql` for a database URL, else `sqlite` (any other value is a file path)."""
+    return "postgresql" if location.startswith(SERVER_SCHEMES) else "sqlite"
+
+
+def open_store(config: Config, role: Role = Role.CALLER) -> Store:
+    """The store `config` names, open, its schema made or migrated.
+
+    `role` lets the backend choose its durability (base.Role). Raises StoreError when
+    the store cannot be opened or used; nothing is written then.
+    """
+    kind = store_kind(str(config.store))
+    if kind == "sqlite":
+        from bgrun.store.sqlite import SqliteStore
+
+        private_dir(config.store.parent)
+        return SqliteStore(config.store, config.log_dir, role)
+    # A second backend goes here: one branch, its module imported only when named.
+    raise StoreError(f"BGRUN_STORE: no {kind} backend in this bgrun")

@@ -1,0 +1,369 @@
+"""The store contract (bgrun/store/base.py), one suite run against every backend.
+
+A new backend passes when it is one more entry in BACKENDS. Several tests open the
+store from more than one connection or process, since racing writers are what the
+contract promises about.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bgrun.config import Config
+from bgrun.errors import InvalidStateError, NoSuchJobError
+from bgrun.records import JobStatus, Outcome, State
+from bgrun.store import NewJob, Role, Store, open_store
+
+#: One entry per backend: how to make the BGRUN_* settings of a new, empty store.
+BACKENDS: dict[str, Callable[[Path], dict[str, str]]] = {
+    "sqlite": lambda folder: {"BGRUN_STORE": str(folder / "store.sqlite3"),
+                              "BGRUN_LOG_DIR": str(folder / "logs")},
+}
+T = 1_800_000_000.0  # a fixed "now": the store takes time as an argument
+
+Opener = Callable[..., Store]
+
+
+@pytest.fixture(params=list(BACKENDS))
+def environ(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def open_(environ: dict[str, str], tmp_path: Path) -> Iterator[Opener]:
+    """Opens one more connection to the test's store; all are closed at the end."""
+    opened: list[Store] = []
+
+    def opener(role: Role = Role.CALLER) -> Store:
+        opened.append(open_store(Config.load(cwd=tmp_path, environ=environ), role))
+        return opened[-1]
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_: Opener) -> Store:
+    return open_()
+
+
+def job(priority: int = 0, run_at: float = T, unique: str | None = None, held: int = 0,
+        target: str = "jobs") -> NewJob:
+    return NewJob(target=target, method="noop", params_json="[]", priority=priority,
+                  retries=0, timeout=None, run_at=run_at, cwd="/srv", python=sys.executable,
+                  env_json='{"K": "v"}', allowlist="allowlist.toml", unique_key=unique,
+                  held=held)
+
+
+def ids(jobs: list) -> list[str | None]:
+    return [j.id if j is not None else None for j in jobs]
+
+
+# -- queueing and claiming ---------------------------------------------------------------
+
+def test_insert_stores_a_waiting_job_and_get_reads_it_back(store: Store):
+    job_id, new = store.insert(job(priority=3, target="jobs.Greeter"), T)
+    got = store.get(job_id)
+    assert new and got.id == job_id and got.stored_status == State.WAITING
+    assert (got.target, got.priority, got.attempts, got.created_at) == ("jobs.Greeter", 3, 0, T)
+    assert got.status_at(T) == JobStatus.QUEUED and not got.cancel_requested
+    assert store.launch_spec(job_id) == (sys.executable, '{"K": "v"}')
+    with pytest.raises(NoSuchJobError):
+        store.get(str(int(job_id) + 1))
+    with pytest.raises(NoSuchJobError):
+        store.get("x")
+
+
+def test_claim_order_is_priority_then_readiness_then_age(store: Store):
+    low, _ = store.insert(job(1, T - 50), T)
+    high_late, _ = store.insert(job(5, T - 10), T)
+    high_early, _ = store.insert(job(5, T - 20), T)
+    high_early_too, _ = store.insert(job(5, T - 20), T)
+    negative, _ = store.insert(job(-2, T - 90), T)
+    claimed = [store.claim(T, 0, 1) for _ in range(6)]
+    assert ids(claimed) == [high_early, high_early_too, high_late, low, negative, None]
+    first = claimed[0]
+    assert first is not None and first.stored_status == State.RUNNING and first.attempts == 1
+    assert store.get(high_early).runner_pid == 1
+    assert [a.number for a in store.attempts_of(high_early)] == [1]
+
+
+def test_a_delayed_job_waits_for_its_time(store: Store):
+    later, _ = store.insert(job(9, T + 60), T)
+    assert store.claim(T, 0, 1) is None
+    assert store.next_run_at() == T + 60
+    assert store.get(later).status_at(T) == JobStatus.SCHEDULED
+    assert store.counts(T) == {"scheduled": 1}
+    assert ids(store.list_jobs(status="scheduled", now=T)) == [later]
+    assert store.list_jobs(status="queued", now=T) == []
+    claimed = store.claim(T + 60, 0, 1)
+    assert claimed is not None and claimed.id == later
+    assert store.next_run_at() is None
+
+
+def test_held_jobs_are_claimed_only_by_their_holder_until_released(store: Store):
+    held, _ = store.insert(job(held=-4242), T)
+    assert store.claim(T, 0, 1) is None and store.next_run_at() is None
+    assert store.holders() == [-4242]
+    assert store.release_holds([-4242]) == 1 and store.holders() == []
+    claimed = store.claim(T, 0, 1)
+    assert claimed is not None and claimed.id == held
+    other, _ = store.insert(job(held=-7), T)
+    one = store.claim_one(other, T, -7, 7)
+    assert one is not None and one.id == other and store.claim_one(other, T, -7, 7) is None
+
+
+def test_racing_claims_never_take_a_job_twice(open_: Opener):
+    store = open_()
+    for _ in range(40):
+        store.insert(job(), T)
+    taken: list[str] = []
+
+    def claim_all(s: Store) -> None:
+        while (got := s.claim(T, 0, 1)) is not None:
+            taken.append(got.id)
+
+    threads = [threading.Thread(target=claim_all, args=(open_(Role.RUNNER),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken, key=int) == [str(i) for i in range(1, 41)]
+
+
+def test_the_child_is_recorded_only_while_the_job_runs(store: Store):
+    job_id, _ = store.insert(job(), T)
+    store.set_child(job_id, 99, 1.5)
+    assert store.child_of(job_id) is None  # waiting: nothing to record
+    claimed = store.claim(T, 0, 1)
+    assert claimed is not None and store.child_of(job_id) is None
+    store.set_child(job_id, 99, 1.5)
+    assert store.child_of(job_id) == (99, 1.5)
+    assert store.running() == [(job_id, 1, 0, 1)]
+    store.finish(job_id, 1, T, outcome=Outcome.COMPLETED, result_json="null")
+    assert store.child_of(job_id) is None and store.running() == []
+
+
+# -- unique keys -------------------------------------------------------------------------
+
+def test_a_unique_key_keeps_one_live_job(store: Store):
+    first, new = store.insert(job(unique="nightly"), T)
+    assert new
+    assert store.insert(job(unique="nightly"), T + 1) == (first, False)
+    other, new = store.insert(job(unique="hourly"), T)
+    assert new and other != first
+    assert store.claim(T, 0, 1) is not None  # running still holds the key
+    assert store.insert(job(unique="nightly"), T + 2) == (first, False)
+    store.finish(first, 1, T + 3, outcome=Outcome.COMPLETED, result_json="null")
+    again, new = store.insert(job(unique="nightly"), T + 4)
+    assert new and int(again) == int(other) + 1  # ids stay consecutive after a refusal
+    assert len(store.list_jobs(limit=0)) == 3
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+from bgrun.config import Config
+from bgrun.store import NewJob, open_store
+start = float(sys.argv[1])
+store = open_store(Config.load(cwd=Path(sys.argv[2])))
+job = NewJob("jobs", "noop", "[]", 0, 0, None, 0.0, "/", sys.executable, "{}", "a", "race")
+while time.time() < start:
+    pass
+print(*store.insert(job, time.time()))
+"""
+
+
+def test_processes_racing_one_unique_key_store_exactly_one_job(
+        store: Store, environ: dict[str, str], tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", **environ}
+    start = time.time() + 2.0  # every process connected and spinning before it
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(start), str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(6)]
+    answers = [p.communicate(timeout=60) for p in procs]
+    assert [err for _, err in answers if err] == []
+    told = [out.split() for out, _ in answers]
+    assert len({job_id for job_id, _ in told}) == 1
+    assert sorted(new for _, new in told) == ["False"] * 5 + ["True"]
+    assert len(store.list_jobs(limit=0)) == 1
+
+
+# -- settling an attempt -----------------------------------------------------------------
+
+def test_finish_happens_exactly_once(store: Store):
+    job_id, _ = store.insert(job(), T)
+    store.claim(T, 0, 1)
+    assert store.finish(job_id, 1, T + 1, outcome=Outcome.COMPLETED, result_json="7"
+                        ) == State.COMPLETED
+    before, attempts = store.get(job_id), store.attempts_of(job_id)
+    for outcome in (Outcome.FAILED, Outcome.COMPLETED, Outcome.CANCELLED):
+        assert store.finish(job_id, 1, T + 2, outcome=outcome, error="late") is None
+    assert store.finish(job_id, 2, T + 2, outcome=Outcome.FAILED, error="wrong") is None
+    assert store.get(job_id) == before and store.attempts_of(job_id) == attempts
+    assert (before.result_json, before.finished_at, before.runner_pid) == ("7", T + 1, None)
+    assert attempts[0].outcome == Outcome.COMPLETED and attempts[0].finished_at == T + 1
+
+
+def test_a_failure_with_a_retry_left_waits_again(store: Store):
+    job_id, _ = store.insert(job(), T)
+    store.claim(T, 0, 1)
+    assert store.finish(job_id, 1, T + 1, outcome=Outcome.FAILED, error="E: x",
+                        traceback="tb", retry_at=T + 30) == State.WAITING
+    got = store.get(job_id)
+    assert got.status_at(T + 1) == JobStatus.SCHEDULED and got.run_at == T + 30
+    assert got.finished_at is None and got.error == "E: x" and got.attempts == 1
+    assert store.claim(T + 29, 0, 1) is None
+    again = store.claim(T + 30, 0, 1)
+    assert again is not None and again.attempts == 2
+    assert store.finish(job_id, 2, T + 31, outcome=Outcome.FAILED, error="E: y") == State.FAILED
+    assert [(a.number, a.outcome) for a in store.attempts_of(job_id)] == [
+        (1, Outcome.RETRYING), (2, Outcome.FAILED)]
+
+
+def test_a_handed_back_attempt_does_not_count(store: Store):
+    job_id, _ = store.insert(job(), T)
+    store.claim(T, 0, 1)
+    assert store.hand_back(job_id, 1)
+    got = store.get(job_id)
+    assert got.stored_status == State.WAITING and got.attempts == 0
+    assert store.attempts_of(job_id) == [] and not store.hand_back(job_id, 1)
+    assert store.finish(job_id, 1, T, outcome=Outcome.COMPLETED) is None
+
+
+# -- cancel and retry --------------------------------------------------------------------
+
+def test_cancel_ends_a_waiting_job_and_flags_a_running_one(store: Store):
+    waiting, _ = store.insert(job(), T)
+    running, _ = store.insert(job(priority=1), T)
+    store.claim(T, 0, 1)
+    cancelled = store.cancel(waiting, T + 1)
+    assert cancelled.stored_status == State.CANCELLED and cancelled.finished_at == T + 1
+    assert cancelled.error == "Cancelled: cancelled before it ran"
+    assert store.claim(T + 2, 0, 1) is None
+    flagged = store.cancel(running, T + 1)
+    assert flagged.stored_status == State.RUNNING and store.is_cancel_requested(running)
+    # a cancel asked while it ran wins over a failure, even one with a retry left
+    assert store.finish(running, 1, T + 2, outcome=Outcome.FAILED, error="Timeout: t",
+                        retry_at=T + 3) == State.CANCELLED
+    with pytest.raises(InvalidStateError, match="is cancelled: nothing to cancel"):
+        store.cancel(running, T + 4)
+    with pytest.raises(NoSuchJobError):
+        store.cancel("999", T)
+
+
+def test_a_cancelled_running_job_that_completes_stays_completed(store: Store):
+    job_id, _ = store.insert(job(), T)
+    store.claim(T, 0, 1)
+    store.cancel(job_id, T + 1)
+    assert store.finish(job_id, 1, T + 2, outcome=Outcome.COMPLETED, result_json="1"
+                        ) == State.COMPLETED
+
+
+def test_cancel_racing_claim_ends_one_way_or_the_other(open_: Opener):
+    canceller, claimer = open_(), open_(Role.RUNNER)
+    for _ in range(30):
+        job_id, _ = canceller.insert(job(), T)
+        got: list = []
+        threads = [
+            threading.Thread(target=lambda: got.append(claimer.claim_one(job_id, T, 0, 1))),
+            threading.Thread(target=lambda: canceller.cancel(job_id, T)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        final = canceller.get(job_id)
+        assert final.cancel_requested
+        if got[0] is None:  # the cancel came first: nothing ever ran
+            assert final.stored_status == State.CANCELLED and final.attempts == 0
+        else:  # the claim came first: it runs, flagged for its runner to end
+            assert final.stored_status == State.RUNNING and final.attempts == 1
+            assert final.error is None and final.finished_at is None  # never cancelled as waiting
+
+
+def test_retry_queues_a_finished_failure_again_and_refuses_the_rest(store: Store):
+    failed, _ = store.insert(job(), T)
+    store.claim(T, 0, 1)
+    store.finish(failed, 1, T + 1, outcome=Outcome.FAILED, error="E: x", traceback="tb")
+    again = store.retry(failed, T + 5)
+    assert again.id == failed and again.stored_status == State.WAITING and again.attempts == 0
+    assert (again.run_at, again.error, again.traceback, again.finished_at) == (
+        T + 5, None, None, None)
+    with pytest.raises(InvalidStateError, match="is waiting: only failed or cancelled"):
+        store.retry(failed, T + 6)
+    store.claim(T + 6, 0, 1)
+    with pytest.raises(InvalidStateError, match="is running"):
+        store.retry(failed, T + 6)
+    store.finish(failed, 1, T + 7, outcome=Outcome.COMPLETED, result_json="1")
+    with pytest.raises(InvalidStateError, match="is completed"):
+        store.retry(failed, T + 8)
+    with pytest.raises(NoSuchJobError):
+        store.retry("999", T)
+
+
+def test_retry_refuses_a_job_whose_unique_key_is_live_again(store: Store):
+    old, _ = store.insert(job(unique="nightly"), T)
+    store.cancel(old, T + 1)
+    new, _ = store.insert(job(unique="nightly"), T + 2)
+    with pytest.raises(InvalidStateError, match=f"job {new} holds its unique key"):
+        store.retry(old, T + 3)
+    assert store.get(old).stored_status == State.CANCELLED  # nothing changed
+    assert store.insert(job(unique="nightly"), T + 4) == (new, False)
+
+
+# -- reading: paging, counts; deleting ---------------------------------------------------
+
+def test_list_pages_newest_first_by_before(store: Store):
+    made = [store.insert(job(target="a" if i % 2 else "b"), T)[0] for i in range(7)]
+    pages, before = [], None
+    while page := store.list_jobs(limit=3, before=before):
+        pages.append(ids(page))
+        before = page[-1].id
+    assert pages == [made[6:3:-1], made[3:0:-1], made[0:1]]
+    assert ids(store.list_jobs(target="a", limit=0)) == made[5::-2]
+    assert ids(store.list_jobs(target="a", limit=2, before=made[5])) == [made[3], made[1]]
+    assert ids(store.list_jobs(limit=0)) == made[::-1]
+    with pytest.raises(NoSuchJobError):
+        store.list_jobs(before="x")
+
+
+def test_counts_and_status_filters_agree(store: Store):
+    done, _ = store.insert(job(priority=2), T)
+    store.claim(T, 0, 1)
+    store.finish(done, 1, T, outcome=Outcome.COMPLETED, result_json="1")
+    running, _ = store.insert(job(priority=1), T)
+    store.claim(T, 0, 1)
+    queued, _ = store.insert(job(), T)
+    scheduled, _ = store.insert(job(run_at=T + 9), T)
+    cancelled, _ = store.insert(job(run_at=T + 9), T)
+    store.cancel(cancelled, T)
+    counts = store.counts(T)
+    assert counts == {"completed": 1, "running": 1, "queued": 1, "scheduled": 1, "cancelled": 1}
+    for word, expected in [("completed", done), ("running", running), ("queued", queued),
+                           ("scheduled", scheduled), ("cancelled", cancelled)]:
+        assert ids(store.list_jobs(status=word, now=T)) == [expected]
+    assert store.list_jobs(status="failed", now=T) == []
+    later = {"completed": 1, "running": 1, "queued": 2, "cancelled": 1}  # none scheduled
+    assert store.counts(T + 10) == later
+
+
+def test_delete_takes_only_finished_jobs(store: Store):
+    done, _ = store.insert(job(), T)
+    store.claim(T, 0, 1)
+    store.finish(done, 1, T + 1, outcome=Outcome.COMPLETED, result_json="1")
+    waiting, _ = store.insert(job(), T)
+    assert store.finished_before(T + 2) == [done] and store.finished_before(T + 1) == []
+    assert store.delete([done, waiting, "999"]) == [done]
+    assert store.attempts_of(done) == []
+    with pytest.raises(NoSuchJobError):
+        store.get(done)
+    assert store.get(waiting).stored_status == State.WAITING
