@@ -16,6 +16,7 @@ import click
 from bgrun import control
 from bgrun.config import Config
 from bgrun.context import Context, context_for
+from bgrun.convert import CliText
 from bgrun.enqueue import Request, enqueue
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
 from bgrun.records import JobStatus
@@ -144,11 +145,11 @@ def build_request(target: str, method: str | None, args: tuple[str, ...],
         owner, _, name = target.rpartition(".")
         hint = f": did you mean '{owner} {name}'?" if owner else ""
         raise BadParamsError(f"missing METHOD: the syntax is TARGET METHOD [ARGS]...{hint}")
-    params: Any = list(args)
+    params: Any = [CliText(arg) for arg in args]  # converted by the method's annotations
     keywords: dict[str, Any] = {}
     for item in kwargs:
         name, value = _split_kw(item)
-        keywords[name] = value
+        keywords[name] = CliText(value)
     for item in json_kwargs:
         name, value = _split_kw(item)
         keywords[name] = _json(value, f"--kw-json {name}")
@@ -195,7 +196,8 @@ def exec_(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -
     method's simple annotations (int, float, bool, str and their optional forms).
     """
     request = build_request(target, method, args, **opts)
-    job_id, created = enqueue(open_context(), request)
+    with contextlib.redirect_stdout(sys.stderr):  # what the target's import prints:
+        job_id, created = enqueue(open_context(), request)  # stdout is the id alone
     if not created:
         click.echo(f"bgrun: job {job_id} with unique key {request.unique!r} is still waiting"
                    " or running: nothing new was queued", err=True)
@@ -374,16 +376,29 @@ def worker(requeue_on_stop: bool) -> None:
 @cli.command()
 @handled
 def check() -> None:
-    """Check the settings, the allowlist and the store; print what may run."""
-    from bgrun import allowlist
+    """Check the settings, the allowlist and the store; print what may run.
+
+    Every allow-listed target is imported, in a child process, and each problem is
+    printed with its file and line: exit 4 if there is any. Warnings do not fail it.
+    """
+    from bgrun import allowlist, doctor
 
     config = Config.load()
-    rules = allowlist.load(config.allowlist).rules
+    loaded = allowlist.load(config.allowlist)
+    rules = loaded.rules
     context_for(config)
     click.echo(f"allowlist {config.allowlist}: {len(rules)} target(s)")
     for rule in rules.values():
         click.echo(f"  {rule.target}: {', '.join(sorted(rule.methods))}")
     click.echo(f"store {config.store}, logs {config.log_dir}, concurrency {config.concurrency}")
+    for warning in doctor.warnings(config, loaded):
+        click.echo(f"warning: {warning}")
+    problems = doctor.target_problems(config, loaded)
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        fail(f"{len(problems)} problem(s) in {config.allowlist}: those jobs cannot run"
+             " (listed above)", ExitCode.UNUSABLE)
 
 
 @cli.command()

@@ -14,7 +14,6 @@ from bgrun.errors import BadParamsError, BgrunError, ConfigError, NotAllowedErro
 from bgrun.launcher import without_secrets
 from bgrun.params import encode_params, split_call
 from bgrun.records import JobStatus
-from bgrun.resolve import find_callable
 from bgrun.settle import ensure_runner, settle_orphans_now_and_then
 from bgrun.store import NewJob
 
@@ -49,8 +48,12 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
                                 req.kwargs)
     cwd = os.getcwd()
     if req.check_import:
-        _check_signature(*find_callable(req.target, req.method, cwd),
-                         *split_call(req.params, req.kwargs))
+        from bgrun.callcheck import check_call  # (inspect: only callers that check pay)
+
+        args, keywords = split_call(req.params, req.kwargs)
+        checked = check_call(req.target, req.method, args, keywords, cwd)
+        if checked != (args, keywords):  # command-line words converted by the annotations
+            params_json = _encode_converted(config, req, *checked)
     retries = _first(req.retries, rule.retries, config.retries)
     priority = _first(req.priority, rule.priority, config.priority)
     timeout = next((t for t in (req.timeout, rule.timeout, config.timeout) if t is not None),
@@ -138,22 +141,13 @@ def _check_numbers(retries: int, priority: int, timeout: float | None, delay: fl
         raise BadParamsError("timeout must be more than 0 seconds")
 
 
-def _check_signature(func: Any, binds_self: bool, args: list[Any],
-                     kwargs: dict[str, Any]) -> None:
-    """Refuse arguments the callable cannot take, now rather than at run time."""
-    import inspect  # here: only callers that check imports pay for importing it
-
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        return
-    if binds_self:
-        sig = sig.replace(parameters=list(sig.parameters.values())[1:])
-    try:
-        sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise BadParamsError(f"params do not fit {getattr(func, '__qualname__', '?')}: {exc}"
-                             ) from None
+def _encode_converted(config: Config, req: Request, args: list[Any],
+                      keywords: dict[str, Any]) -> str:
+    """The params JSON again, after conversion, in the shape the caller gave them."""
+    if isinstance(req.params, dict):
+        return encode_params(keywords, config.max_params_bytes, config.max_params_depth)
+    return encode_params(args, config.max_params_bytes, config.max_params_depth,
+                         keywords if req.kwargs is not None else None)
 
 
 def _loggable(name: object) -> str:

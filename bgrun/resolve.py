@@ -20,6 +20,7 @@ from bgrun.errors import (
     MethodNotFoundError,
     RefusedError,
     TargetNotFoundError,
+    TargetNotUsableError,
 )
 
 
@@ -37,12 +38,15 @@ def cwd_first(cwd: str) -> Iterator[None]:
 def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any], bool]:
     """The callable `target.method`, and whether calling it on an instance binds `self`.
 
-    A class is not instantiated here: that would run user code at queueing time.
+    A class is not instantiated here (that would run user code at queueing time), but it
+    must be one that can be made without arguments, as the job child will make it.
     """
     import inspect  # not at the top: a runner that preloads needs only import_target
 
     with cwd_first(cwd):
         owner = import_target(target)
+    if isinstance(owner, type):
+        check_makeable(owner, target)
     func = getattr(owner, method, None)
     kind = "class" if isinstance(owner, type) else "module"
     if func is None or not callable(func):
@@ -51,6 +55,21 @@ def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any
         inspect.getattr_static(owner, method, None)
     )
     return func, binds_self
+
+
+def check_makeable(cls: type, target: str) -> None:
+    """Refuse a class whose constructor needs arguments (TargetNotUsableError)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): the job child will tell
+    try:
+        signature.bind()
+    except TypeError as exc:
+        raise TargetNotUsableError(f"class {target} cannot be made without arguments,"
+                                   f" as a job makes it: {exc}") from None
 
 
 def import_target(target: str) -> ModuleType | type:

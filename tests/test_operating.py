@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bgrun import run_background_job
 from tests.conftest import wait_until
 
@@ -221,3 +223,212 @@ def test_a_job_held_by_a_broken_allowlist_says_so(project):
     assert info["status"] == "queued"
     assert "allowlist is unusable" in info["waiting_reason"]
     assert "allowlist.toml:1" in info["waiting_reason"]
+
+
+# -- item 4: a long-lived caller checks new jobs against the code on disk --------------
+
+SHOP_V1 = '''
+class Mailer:
+    def send(self, to):
+        return "sent " + to
+
+
+def resize(path, width: int):
+    return [path, width]
+'''
+
+SHOP_V2 = '''
+class Mailer:
+    def send(self, to, subject="hi"):
+        return "sent " + to + " " + subject
+
+    def new_feature(self, level: int, loud: bool = False):
+        return ["mailer", level, loud]
+
+
+def resize(path, width: int, height: int = 0):
+    return [path, width, height]
+
+
+def new_feature(size: int):
+    return size * 2
+
+
+class Fresh:
+    def run(self):
+        return "fresh"
+'''
+
+LONG_LIVED_CALLER = '''
+import json, pathlib, time
+from bgrun import run_background_job, BgrunError
+first = run_background_job("shop", "resize", ["a.png", 3])
+assert first.wait(30) == "completed", first.info()
+time.sleep(0.05)  # a new modification time, as a deploy gives
+pathlib.Path("shop.py").write_text({v2!r})
+with open("allowlist.toml", "a") as f:
+    f.write({more!r})
+jobs = [
+    run_background_job("shop", "new_feature", [21]),
+    run_background_job("shop", "resize", {{"path": "b.png", "width": 4, "height": 5}}),
+    run_background_job("shop.Mailer", "new_feature", [2]),
+    run_background_job("shop.Mailer", "send", ["ada"]),
+    run_background_job("shop.Mailer", "send", {{"to": "ada", "subject": "news"}}),
+    run_background_job("shop.Fresh", "run"),
+]
+print(json.dumps([[j.wait(30), j.result] for j in jobs]))
+refused = []
+for args in (("shop", "resize", ["c.png", 1, 2, 3]), ("shop", "gone", [])):
+    try:
+        run_background_job(*args)
+    except BgrunError as exc:
+        refused.append(type(exc).__name__)
+print(json.dumps(refused))
+'''
+
+
+def test_a_long_lived_caller_accepts_what_the_file_on_disk_now_allows(project):
+    (project.path / "shop.py").write_text(SHOP_V1)
+    with open(project.path / "allowlist.toml", "a") as f:
+        f.write('\n[jobs."shop"]\nmethods = ["resize", "new_feature", "gone"]\n'
+                '\n[jobs."shop.Mailer"]\nmethods = ["send", "new_feature"]\n')
+    more = '\n[jobs."shop.Fresh"]\nmethods = ["run"]\n'
+    result = project.python(LONG_LIVED_CALLER.format(v2=SHOP_V2, more=more))
+    assert result.returncode == 0, result.stderr
+    done, refused = (json.loads(line) for line in result.stdout.splitlines()[-2:])
+    assert done == [["completed", 42], ["completed", ["b.png", 4, 5]],
+                    ["completed", ["mailer", 2, False]], ["completed", "sent ada hi"],
+                    ["completed", "sent ada news"], ["completed", "fresh"]]
+    assert refused == ["BadParamsError", "MethodNotFoundError"]
+
+
+# -- item 6: check imports every target; a class that needs arguments is refused -------
+
+PROBLEMS = '''
+import sys
+
+class NeedsArgs:
+    def __init__(self, db):
+        self.db = db
+
+    def run(self):
+        return None
+
+
+class Fine:
+    def run(self):
+        return None
+
+
+def work():
+    return None
+
+print("probe output must not break check")
+'''
+
+
+def test_check_reports_every_target_problem_with_file_and_line(project):
+    (project.path / "probs.py").write_text(PROBLEMS)
+    (project.path / "allowlist.toml").write_text(
+        '[jobs."jobs"]\nmethods = ["noop"]\n'
+        '\n[jobs."probs"]\nmethods = ["work", "wrok"]\n'
+        '\n[jobs."probs.NeedsArgs"]\nmethods = ["run"]\n'
+        '\n[jobs."probs.Fine"]\nmethods = ["run"]\n'
+        '\n[jobs."nosuchmodule"]\nmethods = ["x"]\n'
+        '\n[jobs."probs.Missing"]\nmethods = ["x"]\n'
+        '\n[jobs."poison"]\nmethods = ["run"]\n')
+    lines = (project.path / "allowlist.toml").read_text().splitlines()
+
+    def line_of(needle: str) -> int:
+        return next(i for i, line in enumerate(lines) if needle in line) + 1
+
+    result = project.cli("check")
+    assert result.returncode == 4
+    assert one_error_line(result).endswith("(listed above)")
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+    where = str(project.path / "allowlist.toml")
+    assert len(problems) == 5, result.stdout
+    assert f"{where}:{line_of('wrok')}: probs.wrok: MethodNotFound" in problems[0]
+    assert f"{where}:{line_of('probs.NeedsArgs')}: probs.NeedsArgs: NotUsable" in problems[1]
+    assert "'db'" in problems[1]
+    assert f"{where}:{line_of('nosuchmodule')}: nosuchmodule: NotFound" in problems[2]
+    assert f"{where}:{line_of('probs.Missing')}: probs.Missing: NotFound" in problems[3]
+    assert f"{where}:{line_of('poison')}: poison: SystemExit" in problems[4]
+    assert "probs" not in project.cli("list").stderr  # nothing stayed loaded: a new process
+    (project.path / "allowlist.toml").write_text(
+        '[jobs."probs.Fine"]\nmethods = ["run"]\ntimeout = 5\n')
+    clean = project.cli("check")
+    assert clean.returncode == 0, clean.stderr
+    assert "problem:" not in clean.stdout and "warning:" not in clean.stdout
+
+
+def test_check_refuses_a_standard_library_name_with_file_and_line(project):
+    with open(project.path / "allowlist.toml", "a") as f:
+        f.write('\n[jobs."json"]\nmethods = ["dumps"]\n')
+    result = project.cli("check")
+    assert result.returncode == 4
+    assert "allowlist.toml:" in one_error_line(result) and "standard-library" in result.stderr
+
+
+def test_check_warns_of_no_default_timeout_and_unknown_names(project):
+    (project.path / "allowlist.toml").write_text('[jobs."jobs"]\nmethods = ["noop"]\n')
+    result = project.cli("check", BGRUN_CONCURENCY="1")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert any("BGRUN_TIMEOUT" in w and "jobs" in w for w in warnings), result.stdout
+    assert any("BGRUN_CONCURENCY (did you mean BGRUN_CONCURRENCY?)" in w for w in warnings)
+    timed = project.cli("check", BGRUN_TIMEOUT="600")
+    assert "BGRUN_TIMEOUT" not in timed.stdout
+
+
+def test_queueing_refuses_a_class_that_needs_arguments(project):
+    from bgrun import TargetNotUsableError
+
+    add_module(project, "probs", PROBLEMS, "probs.NeedsArgs", ["run"])
+    with pytest.raises(TargetNotUsableError, match="'db'"):
+        run_background_job("probs.NeedsArgs", "run")
+    result = project.cli("exec", "probs.NeedsArgs", "run")
+    assert result.returncode == 2, result.stderr
+    # the module's own print went to stderr: stdout is for the id alone
+    assert result.stdout == ""
+    assert "without arguments" in result.stderr.splitlines()[-1]
+    assert project.events(errors=True)[-1]["status"] == "rejected"
+
+
+# -- item 7: command-line words converted by simple annotations -------------------------
+
+TYPED = '''
+from __future__ import annotations
+from typing import Optional
+
+
+def resize(path: str, width: int, ratio: float = 1.0, keep: bool = False,
+           limit: Optional[int] = None, *extra: int, **opts: float):
+    return [path, width, ratio, keep, limit, list(extra), opts]
+
+
+def untyped(a, b=None):
+    return [a, b]
+'''
+
+
+def test_cli_words_are_converted_by_simple_annotations(project):
+    add_module(project, "typed", TYPED, "typed", ["resize", "untyped"])
+    ids = [project.cli("exec", "typed", "resize", *args).stdout.strip() for args in (
+        ["p.jpg", "300", "1.5", "yes", "none", "4", "5"],
+        ["--kw", "path=q", "--kw", "width=7", "--kw", "zoom=2.5", "--kw", "keep=off"],
+        ["--kw", "path=r", "--kw-json", "width=8", "--kw", "limit=9"],
+    )] + [project.cli("exec", "typed", "untyped", "300", "x").stdout.strip(),
+          project.cli("exec", "typed", "resize", "s", "300", "--no-import-check").stdout.strip()]
+    results = [project.wait(job_id)["result"] for job_id in ids]
+    assert results == [["p.jpg", 300, 1.5, True, None, [4, 5], {}],
+                       ["q", 7, 1.0, False, None, [], {"zoom": 2.5}],
+                       ["r", 8, 1.0, False, 9, [], {}],
+                       ["300", "x"],
+                       ["s", "300", 1.0, False, None, [], {}]]  # no import, no conversion
+    for args, word in ((["p", "wide"], "'wide' is not an int"), (["p", "1", "x"], "float"),
+                       (["p", "1", "1", "maybe"], "bool"), (["p", "1", "1", "1", "nan?"], "int"),
+                       (["p", "1", "inf"], "float")):
+        result = project.cli("exec", "typed", "resize", *args)
+        assert result.returncode == 2, args
+        assert word in one_error_line(result), result.stderr

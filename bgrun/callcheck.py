@@ -1,0 +1,70 @@
+"""The queue-time check of a call: the target and method exist, a class can be made
+without arguments, and the params fit the signature (command-line words converted by it).
+
+It asks the imported module first. When that refuses, the module's current source has
+the last word (`bgrun.sourcecheck`): a long-lived caller's copy may be older than the
+file on disk, and a check must never refuse for that.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from bgrun.convert import convert_call
+from bgrun.errors import (
+    BadParamsError,
+    MethodNotFoundError,
+    RefusedError,
+    TargetNotFoundError,
+    TargetNotUsableError,
+)
+from bgrun.resolve import find_callable
+
+#: Refusals the module's current source may overturn (not an import that fails).
+_STALE_COPY_MAY_SAY = (TargetNotFoundError, MethodNotFoundError, TargetNotUsableError,
+                       BadParamsError)
+
+
+Call = tuple[list[Any], dict[str, Any]]
+
+
+def check_call(target: str, method: str, args: list[Any], kwargs: dict[str, Any], cwd: str
+               ) -> Call:
+    """(args, kwargs), converted, once the call `target.method(*args, **kwargs)` passed
+    the check; a RefusedError otherwise."""
+    where = f"{target}.{method}"
+    refusal: RefusedError
+    try:
+        func, binds_self = find_callable(target, method, cwd)
+        return _fit(_live_signature(func, binds_self), args, kwargs, where)
+    except _STALE_COPY_MAY_SAY as exc:
+        refusal = exc
+    from bgrun.sourcecheck import current_signature  # (ast: paid only on a refusal)
+
+    current = current_signature(target, method)
+    if current is None:
+        raise refusal
+    return _fit(current, args, kwargs, where)
+
+
+def _live_signature(func: Any, binds_self: bool) -> inspect.Signature | None:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None  # some builtins have none: the job child will tell
+    if binds_self:
+        sig = sig.replace(parameters=list(sig.parameters.values())[1:])
+    return sig
+
+
+def _fit(sig: inspect.Signature | None, args: list[Any], kwargs: dict[str, Any], where: str
+         ) -> Call:
+    """Refuse arguments the callable cannot take, now rather than at run time."""
+    args, kwargs = convert_call(sig, args, kwargs, where)
+    if sig is not None:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise BadParamsError(f"params do not fit {where}: {exc}") from None
+    return args, kwargs
