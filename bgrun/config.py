@@ -36,6 +36,7 @@ SETTING_NAMES = {
 #: job sees, and the ones SPEC reserves. Any other is taken for a misspelling.
 KNOWN_NAMES = frozenset({
     *SETTING_NAMES.values(), "BGRUN_DASHBOARD_TOKEN", "BGRUN_DASHBOARD_HOSTS",
+    "BGRUN_DASHBOARD_IDLE", "BGRUN_DASHBOARD_LIFETIME",
     "BGRUN_JOB_ID", "BGRUN_JOB_TAG", "BGRUN_HOST", "BGRUN_LEASE", "BGRUN_PG_NOTIFY",
     "BGRUN_START_RUNNERS", "BGRUN_MAX_OUTPUT_BYTES",
 })

@@ -75,11 +75,11 @@ def test_dir_of_bgrun_shows_the_api():
 
 
 def test_unique_says_when_it_hands_back_an_existing_job(project):
-    first = run_background_job("jobs", "sleep", [5], unique="nightly")
+    first = run_background_job("jobs", "sleep", [60], unique="nightly")
     assert first.existing is False
-    again = run_background_job("jobs", "sleep", [5], unique="nightly")
+    again = run_background_job("jobs", "sleep", [60], unique="nightly")
     assert again.id == first.id and again.existing is True
-    result = project.cli("exec", "jobs", "sleep", "--kw-json", "seconds=5", "--unique", "nightly")
+    result = project.cli("exec", "jobs", "sleep", "60", "--unique", "nightly")
     assert result.returncode == 0 and result.stdout.strip() == first.id
     assert f"job {first.id}" in result.stderr and "nightly" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
