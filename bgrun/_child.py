@@ -92,6 +92,9 @@ def _check_allowlist(spec: dict) -> "tuple[int, str] | None":  # type: ignore[ty
     except errors.RefusedError as exc:
         # errors.Failure.NOT_ALLOWED, spelled out: the child imports none of bgrun (lean)
         return EXIT_NOT_ALLOWED, f"NotAllowed: {exc}"
+    finally:
+        if getattr(sys.modules.get("bgrun"), "_bgrun_stub", False):
+            del sys.modules["bgrun"]  # the job's own `import bgrun` gets the real package
     return None
 
 
@@ -104,6 +107,7 @@ def _bgrun_module(name: str, package: str):  # type: ignore[no-untyped-def]
 
         stub = types.ModuleType("bgrun")
         stub.__path__ = [package]
+        stub._bgrun_stub = True  # type: ignore[attr-defined]
         sys.modules["bgrun"] = stub
     return importlib.import_module("bgrun." + name)
 

@@ -41,6 +41,7 @@ class Verdict(NamedTuple):
     traceback: str | None = None
     result_json: str | None = None
     retryable: bool = True
+    progress_json: str | None = None  # the job's last progress report not stored yet
 
 
 def marker(job: JobRecord, runner_pid: int) -> str:
@@ -92,7 +93,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     try:
         ended = _supervise(config, store, job, proc, started, relay, on_tick)
         verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes)
-        relay.poll(store, job.id, job.attempts, last=True)  # the last report lands first
+        verdict = verdict._replace(progress_json=relay.final())  # stored with the verdict
     finally:
         relay.close()
     return verdict

@@ -2,10 +2,11 @@
 
 The job writes one line per report into a pipe (see `_progress.py`); the runner reads
 whatever is there each time its supervision loop wakes, keeps only the last complete
-line, and writes it to the store at most every WRITE_EVERY seconds, and once more,
-whatever the time, just before the attempt's verdict. A line is the repr of a tuple
-`(done, total, message)`, read back with `ast.literal_eval` (data only, never code) and
-checked again here: the job's code could write anything into its end of the pipe.
+line, and writes it to the store at most every WRITE_EVERY seconds; the newest report
+not yet stored goes into the store with the attempt's verdict, in its transaction. A
+line is the repr of a tuple `(done, total, message)`, read back with `ast.literal_eval`
+(data only, never code) and checked again here: the job's code could write anything
+into its end of the pipe.
 """
 
 from __future__ import annotations
@@ -44,21 +45,27 @@ class ProgressRelay:
             os.close(self.write_fd)
             self.write_fd = -1
 
-    def poll(self, store: Store, job_id: str, attempt: int, *, last: bool = False) -> None:
-        """Read the reports that arrived; store the newest if it is time (or `last`)."""
+    def poll(self, store: Store, job_id: str, attempt: int) -> None:
+        """Read the reports that arrived; store the newest if WRITE_EVERY has passed."""
         if self.read_fd < 0:
             return
         self._drain()
-        if self._latest is None:
-            return
         now = time.time()
-        if not last and now - self._written_at < WRITE_EVERY:
-            return
-        report = parse(self._latest)
-        self._latest = None
-        if report is not None:
-            self._written_at = now
-            store.set_progress(job_id, attempt, json.dumps({**report, "at": now}))
+        if self._latest is not None and now - self._written_at >= WRITE_EVERY:
+            report = self.final()
+            if report is not None:
+                self._written_at = now
+                store.set_progress(job_id, attempt, report)
+
+    def final(self) -> str | None:
+        """The newest report not stored yet, as stored JSON (read to the end first); the
+        verdict's own transaction stores it, so the last report always lands with it."""
+        if self.read_fd < 0:
+            return None
+        self._drain()
+        line, self._latest = self._latest, None
+        report = None if line is None else parse(line)
+        return None if report is None else json.dumps({**report, "at": time.time()})
 
     def _drain(self) -> None:
         while True:

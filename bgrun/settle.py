@@ -95,6 +95,7 @@ def record(ctx: Context, job: JobRecord, verdict: Verdict) -> State | None:
     state = ctx.store.finish(
         job.id, job.attempts, now, outcome=verdict.outcome, error=verdict.error,
         traceback=verdict.traceback, result_json=verdict.result_json, retry_at=retry_at,
+        progress_json=verdict.progress_json,
     )
     if state is None:
         return None

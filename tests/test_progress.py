@@ -133,3 +133,19 @@ def test_a_version_1_store_is_migrated(project, tmp_path):
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION
+
+
+def test_a_job_can_report_after_its_child_checked_a_changed_allowlist(project, tmp_path):
+    # The child loads bgrun's allowlist module under a stub package when the allowlist
+    # changed since the runner's check; the job's own `import bgrun` must still get
+    # the real package, progress() included.
+    package = Path(bgrun.__file__).parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(package)!r}); import _child;"
+        f" spec = {{'allowlist': 'allowlist.toml', 'signature': [0, 0, 0],"
+        f" 'package': {str(package)!r}, 'target': 'jobs', 'method': 'noop'}};"
+        " print(_child._check_allowlist(spec)); import bgrun; bgrun.progress(1, 2, 'ok');"
+        " print('reported')"
+    )
+    result = project.python(code)
+    assert result.stdout.split() == ["None", "reported"], result.stderr

@@ -95,8 +95,8 @@ class Store(Protocol):
 
     def finish(self, job_id: str, attempt: int, now: float, *, outcome: Outcome,
                error: str | None = None, traceback: str | None = None,
-               result_json: str | None = None, retry_at: float | None = None
-               ) -> State | None:
+               result_json: str | None = None, retry_at: float | None = None,
+               progress_json: str | None = None) -> State | None:
         """Settle attempt `attempt` of a running job; return the state the job ends in.
 
         `outcome` is COMPLETED, FAILED or CANCELLED. A failure with `retry_at` sends the
@@ -104,7 +104,8 @@ class Store(Protocol):
         job whose cancel was asked while it ran ends CANCELLED unless it completed.
         Returns None, changing nothing, when that attempt is not the job's running one
         (settled already, by its runner or by whoever found its runner dead): each
-        attempt gets exactly one verdict. Atomic.
+        attempt gets exactly one verdict. `progress_json`, when given, is the attempt's
+        last progress report, stored with the verdict (else the stored one stays). Atomic.
         """
         ...
 

@@ -66,7 +66,8 @@ FINISH = (
     f" ready_at = CASE WHEN {_RETRYING} THEN :retry_at ELSE ready_at END,"
     f" run_at = CASE WHEN {_RETRYING} THEN :retry_at ELSE run_at END,"
     " error = :error, traceback = :traceback, result = :result,"
-    " child_pid = NULL, runner_pid = NULL, runner_slot = NULL"
+    " child_pid = NULL, runner_pid = NULL, runner_slot = NULL,"
+    " progress = COALESCE(:progress, progress)"  # the last report lands with the verdict
     " WHERE id = :id AND status = 'running' AND attempts = :attempt RETURNING status"
 )
 FINISH_ATTEMPT = ("UPDATE attempts SET finished_at = :now, outcome = :outcome, error = :error"

@@ -119,13 +119,13 @@ class SqliteStore(WatchStore):
 
     def finish(self, job_id: str, attempt: int, now: float, *, outcome: Outcome,
                error: str | None = None, traceback: str | None = None,
-               result_json: str | None = None, retry_at: float | None = None
-               ) -> State | None:
+               result_json: str | None = None, retry_at: float | None = None,
+               progress_json: str | None = None) -> State | None:
         if outcome not in _VERDICTS:
             raise ValueError(f"finish: {outcome} is not a verdict")
         args = {"id": job_key(job_id), "attempt": attempt, "now": now,
                 "outcome": outcome.value, "retry_at": retry_at, "error": error,
-                "traceback": traceback, "result": result_json}
+                "traceback": traceback, "result": result_json, "progress": progress_json}
         with self._db.write() as db:
             row = db.execute(sql.FINISH, args).fetchone()
             if row is None:
