@@ -7,6 +7,7 @@ once then removed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -17,7 +18,12 @@ def jobs_dir(log_dir: Path) -> Path:
 
 def output_path(log_dir: Path, job_id: str) -> Path:
     """The job's captured output."""
-    return jobs_dir(log_dir) / f"{job_id}.log"
+    return Path(output_in(str(jobs_dir(log_dir)), job_id))
+
+
+def output_in(jobs: str, job_id: str) -> str:
+    """output_path, given the jobs folder as text (the store builds one per record read)."""
+    return f"{jobs}{os.sep}{job_id}.log"
 
 
 def result_path(log_dir: Path, job_id: str) -> Path:

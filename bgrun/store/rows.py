@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bgrun.errors import NoSuchJobError
-from bgrun.jobfiles import output_path
+from bgrun.jobfiles import output_in
 from bgrun.records import AttemptRecord, JobRecord, State
 
 
@@ -50,6 +49,8 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+_STATES = {s.value: s for s in State}  # (a dict: State(...) is slow per row)
+
 #: The columns a JobRecord is made of (never `env`: it is private).
 JOB_COLUMNS = (
     "id", "target", "method", "params", "status", "priority", "attempts", "retries", "timeout",
@@ -58,19 +59,19 @@ JOB_COLUMNS = (
 )
 
 
-def job_record(row: Row, log_dir: Path) -> JobRecord:
-    """The JobRecord of a row holding JOB_COLUMNS."""
+def job_record(row: Row, jobs: str) -> JobRecord:
+    """The JobRecord of a row holding JOB_COLUMNS; `jobs`: the jobs folder, as text."""
     job_id = str(row["id"])
     return JobRecord(
         id=job_id, target=row["target"], method=row["method"], params_json=row["params"],
-        stored_status=State(row["status"]), priority=row["priority"],
+        stored_status=_STATES[row["status"]], priority=row["priority"],
         attempts=row["attempts"], retries=row["retries"], timeout=row["timeout"],
         unique_key=row["unique_key"], created_at=row["created_at"], run_at=row["run_at"],
         started_at=row["started_at"], finished_at=row["finished_at"], error=row["error"],
         traceback=row["traceback"], result_json=row["result"], cwd=row["cwd"],
         allowlist=row["allowlist"], cancel_requested=bool(row["cancel_requested"]),
         runner_pid=row["runner_pid"], child_pid=row["child_pid"],
-        progress_json=row["progress"], output=str(output_path(log_dir, job_id)),
+        progress_json=row["progress"], output=output_in(jobs, job_id),
     )
 
 

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bgrun.errors import Failure, InvalidStateError, NoSuchJobError, StoreError
+from bgrun.jobfiles import jobs_dir
 from bgrun.records import AttemptRecord, JobRecord, JobStatus, Outcome, State
 from bgrun.store import sql
 from bgrun.store.base import Role
@@ -40,13 +41,14 @@ class SqliteStore(WatchStore):
     def __init__(self, path: Path, log_dir: Path, role: Role = Role.CALLER) -> None:
         self.path = path
         self.log_dir = log_dir
+        self._jobs = str(jobs_dir(log_dir))
         self._db = Connection(path, role)
 
     def close(self) -> None:
         self._db.close()
 
     def _record(self, row: Row) -> JobRecord:
-        return job_record(row, self.log_dir)
+        return job_record(row, self._jobs)
 
     # For the WatchStore mixin (progress, stats, runners).
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
