@@ -367,3 +367,51 @@ def test_delete_takes_only_finished_jobs(store: Store):
     with pytest.raises(NoSuchJobError):
         store.get(done)
     assert store.get(waiting).stored_status == State.WAITING
+
+
+# -- watching work move: progress, stats, runners ----------------------------------------
+
+def test_progress_is_kept_for_the_running_attempt_only(store: Store):
+    job_id, _ = store.insert(job(), T)
+    assert not store.set_progress(job_id, 1, '{"done": 1}')  # waiting: no attempt yet
+    store.claim(T, 0, 1)
+    assert store.set_progress(job_id, 1, '{"done": 1}')
+    assert not store.set_progress(job_id, 2, '{"done": 2}')  # not its running attempt
+    assert store.get(job_id).progress_json == '{"done": 1}'
+    store.finish(job_id, 1, T, outcome=Outcome.FAILED, error="E: x", retry_at=T)
+    assert not store.set_progress(job_id, 1, '{"done": 3}')  # attempt 1 is over: fenced
+    again = store.claim(T, 0, 1)
+    assert again is not None and again.progress_json is None  # a new attempt starts empty
+
+
+def test_finished_per_minute_and_active_counts(store: Store):
+    minute = int(T // 60)
+    for outcome, at in [(Outcome.COMPLETED, T), (Outcome.COMPLETED, T + 61),
+                        (Outcome.FAILED, T + 62)]:
+        job_id, _ = store.insert(job(), T)
+        store.claim(T, 0, 1)
+        store.finish(job_id, 1, at, outcome=outcome, error="E: x")
+    assert store.finished_per_minute(minute, minute + 2) == [
+        (minute, 1, 0), (minute + 1, 1, 1), (minute + 2, 0, 0)]
+    assert store.active_by_queue(T) == {}
+    store.insert(job(), T)
+    store.insert(job(run_at=T + 60), T)
+    store.insert(job(priority=5), T)
+    store.claim(T, 0, 1)
+    assert store.active_by_queue(T) == {"default": {"queued": 1, "scheduled": 1, "running": 1}}
+
+
+def test_runner_rows_follow_registration_and_the_running_job(store: Store):
+    store.register_runner(1, 111, 5.0, T)
+    store.register_runner(0, 100, 4.0, T, queues="a,b")
+    job_id, _ = store.insert(job(target="jobs.Greeter"), T)
+    store.claim(T, 1, 111)
+    rows = store.runner_rows()
+    assert [(r.slot, r.pid, r.queues, r.job_id, r.target) for r in rows] == [
+        (0, 100, "a,b", None, None), (1, 111, None, job_id, "jobs.Greeter")]
+    store.register_runner(1, 222, 6.0, T + 1)  # an heir takes the dead runner's slot
+    assert [(r.slot, r.pid, r.job_id) for r in store.runner_rows()] == [
+        (0, 100, None), (1, 222, None)]
+    store.unregister_runner(1, 111)  # not its row any more: nothing happens
+    store.unregister_runner(0, 100)
+    assert [r.pid for r in store.runner_rows()] == [222]

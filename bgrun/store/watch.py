@@ -54,14 +54,15 @@ class WatchStore:
         # is read and nothing is sorted, unlike one GROUP BY over the hour's jobs.
         rows = self._read(
             "WITH RECURSIVE minutes(m) AS (SELECT ? UNION ALL SELECT m + 1 FROM minutes"
-            " WHERE m < ?) SELECT m,"
+            " WHERE m < ?) SELECT m AS minute,"
             " (SELECT COUNT(*) FROM jobs INDEXED BY jobs_finished WHERE status = 'completed'"
-            "  AND finished_at >= m * 60.0 AND finished_at < (m + 1) * 60.0),"
+            "  AND finished_at >= m * 60.0 AND finished_at < (m + 1) * 60.0) AS completed,"
             " (SELECT COUNT(*) FROM jobs INDEXED BY jobs_finished WHERE status = 'failed'"
-            "  AND finished_at >= m * 60.0 AND finished_at < (m + 1) * 60.0) FROM minutes",
+            "  AND finished_at >= m * 60.0 AND finished_at < (m + 1) * 60.0) AS failed"
+            " FROM minutes",
             (first, last),
         )
-        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+        return [(int(r["minute"]), int(r["completed"]), int(r["failed"])) for r in rows]
 
     def active_by_queue(self, now: float) -> dict[str, dict[str, int]]:
         """How many jobs are queued, scheduled and running now, per queue (none: omitted)."""
@@ -97,8 +98,9 @@ class WatchStore:
     def runner_rows(self) -> list[RunnerRow]:
         """Every registered runner, live or not, with its running job; by slot."""
         rows = self._read(
-            "SELECT r.slot, r.pid, r.process_start, r.started_at, r.queues, j.id, j.target,"
-            " j.method, j.started_at, j.progress FROM runners r LEFT JOIN jobs j"
+            "SELECT r.slot, r.pid, r.process_start, r.started_at, r.queues, j.id AS job_id,"
+            " j.target, j.method, j.started_at AS job_started_at, j.progress"
+            " FROM runners r LEFT JOIN jobs j"
             " ON j.status = 'running' AND j.runner_slot = r.slot AND j.runner_pid = r.pid"
             " ORDER BY r.slot"
         )
@@ -106,6 +108,11 @@ class WatchStore:
 
 
 def _runner_rows(rows: list[sqlite3.Row]) -> Iterator[RunnerRow]:
-    for r in rows:
-        yield RunnerRow(int(r[0]), int(r[1]), float(r[2]), float(r[3]), r[4],
-                        None if r[5] is None else str(r[5]), r[6], r[7], r[8], r[9])
+    for r in rows:  # by column name, like every row the store reads
+        job_id = r["job_id"]
+        yield RunnerRow(slot=int(r["slot"]), pid=int(r["pid"]),
+                        process_start=float(r["process_start"]),
+                        started_at=float(r["started_at"]), queues=r["queues"],
+                        job_id=None if job_id is None else str(job_id), target=r["target"],
+                        method=r["method"], job_started_at=r["job_started_at"],
+                        progress_json=r["progress"])
