@@ -77,7 +77,7 @@ class Config(NamedTuple):
         defaults = cls(
             allowlist=_path(env.get("BGRUN_ALLOWLIST"), cwd, cwd / "allowlist.toml"),
             log_dir=log_dir,
-            store=_path(env.get("BGRUN_STORE"), cwd, log_dir / STORE_NAME),
+            store=_store(env.get("BGRUN_STORE"), cwd, log_dir / STORE_NAME),
             concurrency=_int(env, "BGRUN_CONCURRENCY", os.cpu_count() or 1, 1),
             python=env.get("BGRUN_PYTHON") or default_python(),
         )
@@ -154,6 +154,21 @@ def default_python() -> str | None:
     if exe and _PYTHON_NAME.match(Path(exe).name):
         return exe
     return None
+
+
+#: BGRUN_STORE values that name a database server rather than an SQLite file (SPEC).
+SERVER_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _store(value: str | None, cwd: Path, default: Path) -> Path:
+    # Read as a path, a URL would become an SQLite file under ./postgresql:/ at the
+    # first write. The store factory (bgrun/store/factory.py) is where a server backend
+    # plugs in; until one does, refuse, never echoing the URL (it may hold a password).
+    if value and value.lower().startswith(SERVER_SCHEMES):
+        scheme = value.split(":", 1)[0]
+        raise ConfigError(f"BGRUN_STORE: a {scheme} URL names a database server; this"
+                          " bgrun stores jobs in SQLite only: set BGRUN_STORE to a file path")
+    return _path(value, cwd, default)
 
 
 def _path(value: str | None, cwd: Path, default: Path) -> Path:

@@ -415,3 +415,15 @@ def test_runner_rows_follow_registration_and_the_running_job(store: Store):
     store.unregister_runner(1, 111)  # not its row any more: nothing happens
     store.unregister_runner(0, 100)
     assert [r.pid for r in store.runner_rows()] == [222]
+
+
+def test_a_database_url_is_refused_until_a_backend_serves_it(tmp_path):
+    """Read as a path, it would make an SQLite file under ./postgresql:/ (and keep jobs
+    where no other host looks); the password must not be echoed."""
+    from bgrun.errors import ConfigError
+
+    for url in ("postgresql://bgrun:s3cret@db.example:5432/jobs", "postgres://u:s3cret@h/d"):
+        with pytest.raises(ConfigError) as info:
+            Config.load(cwd=tmp_path, environ={"BGRUN_STORE": url})
+        assert "s3cret" not in str(info.value) and "SQLite only" in str(info.value)
+    assert list(tmp_path.iterdir()) == []

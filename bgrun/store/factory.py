@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from bgrun.config import Config
+from bgrun.config import SERVER_SCHEMES, Config
 from bgrun.errors import StoreError
 from bgrun.files import private_dir
 from bgrun.store.base import Role, Store
 
-#: URL schemes that name a database server rather than an SQLite file (SPEC).
-SERVER_SCHEMES = ("postgresql://", "postgres://")
-
 
 def store_kind(location: str) -> str:
     """`postgresql` for a database URL, else `sqlite` (any other value is a file path)."""
-    return "postgresql" if location.startswith(SERVER_SCHEMES) else "sqlite"
+    return "postgresql" if location.lower().startswith(SERVER_SCHEMES) else "sqlite"
 
 
 def open_store(config: Config, role: Role = Role.CALLER) -> Store:
