@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from bgrun.config import Config
-from bgrun.context import context_for
-from bgrun.enqueue import Request, enqueue
+from bgrun.enqueue import Request, submit
 from bgrun.handle import Job
 
 
@@ -32,10 +31,9 @@ def run_background_job(
     that must not load it).
     """
     config = Config.load()
-    ctx = context_for(config)
     request = Request(target, method, params, retries, delay, priority, timeout, unique,
                       check_import, kwargs=kwargs)
-    job_id, created = enqueue(ctx, request)
+    job_id, created = submit(config, request)
     return Job(job_id, config, stored=True, existing=not created)
 
 

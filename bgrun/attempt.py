@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from bgrun import _child, allowlist, forkrun, jobfiles
 from bgrun.config import Config
-from bgrun.errors import AllowlistError, Failure, RefusedError
+from bgrun.errors import AllowlistError, Failure, RefusedError, StoreGoneError
 from bgrun.files import open_append
 from bgrun.launcher import start_child, without_secrets
 from bgrun.params import decode_call
@@ -87,16 +87,28 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
         except OSError:
             pass  # the child died at once: its exit status tells
     started = process_start(proc.pid)
-    store.set_child(job.id, proc.pid, started)
-    if on_start is not None:
-        on_start(proc.pid, started)
     try:
+        store.set_child(job.id, proc.pid, started)
+        if on_start is not None:
+            on_start(proc.pid, started)
         ended = _supervise(config, store, job, proc, started, relay, on_tick)
         verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes)
         verdict = verdict._replace(progress_json=relay.final())  # stored with the verdict
+    except StoreGoneError:
+        _end_orphaned(config, job, proc, started)
+        raise
     finally:
         relay.close()
     return verdict
+
+
+def _end_orphaned(config: Config, job: JobRecord, proc: forkrun.ChildProcess,
+                  started: float) -> None:
+    """End an attempt whose store is gone: no one can see, cancel or record it any more."""
+    from bgrun import proctree
+
+    proctree.terminate_tree(proc.pid, started, config.cancel_grace, marker(job, os.getpid()))
+    proc.wait()
 
 
 def _start(config: Config, job: JobRecord, spec: dict[str, object], python: str,

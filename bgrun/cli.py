@@ -17,10 +17,11 @@ from bgrun import control
 from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.convert import CliText
-from bgrun.enqueue import Request, enqueue
+from bgrun.enqueue import Request, submit
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
 from bgrun.records import JobStatus
 from bgrun.render import job_page, job_table, parse_duration, runner_table
+from bgrun.whereis import store_missing
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = [s.value for s in JobStatus]
@@ -53,14 +54,29 @@ def handled(func: F) -> F:
 
 def _log_internal(exc: Exception) -> None:
     with contextlib.suppress(Exception):  # the error line is printed whatever happens here
-        context_for(Config.load()).log.event(
+        context_for(Config.load(), create=False).log.event(
             job="-", target="-", method="-", status="internal-error",
             error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
 
 
 def open_context() -> Context:
-    """bgrun's settings, store and logs for this command (not Click's context)."""
-    return context_for(Config.load())
+    """bgrun's settings and existing store for this command (not Click's context);
+    NoStoreError (exit 4) if there is none.
+
+    Only commands that queue jobs make a store (and its folder): one that reads in the
+    wrong folder says where it looked instead of showing a new, empty world.
+    """
+    return context_for(Config.load(), create=False)
+
+
+def say_store(c: Context, verbose: bool) -> None:
+    """With --verbose: which store this command read (on stderr, so --json stays clean)."""
+    if verbose:
+        click.echo(f"bgrun: store {c.config.store}", err=True)
+
+
+verbose_option = click.option("-v", "--verbose", is_flag=True,
+                              help="Say which store was read (on stderr).")
 
 
 class OneLineGroup(click.Group):
@@ -197,7 +213,7 @@ def exec_(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -
     """
     request = build_request(target, method, args, **opts)
     with contextlib.redirect_stdout(sys.stderr):  # what the target's import prints:
-        job_id, created = enqueue(open_context(), request)  # stdout is the id alone
+        job_id, created = submit(Config.load(), request)  # stdout is the id alone
     if not created:
         click.echo(f"bgrun: job {job_id} with unique key {request.unique!r} is still waiting"
                    " or running: nothing new was queued", err=True)
@@ -212,7 +228,7 @@ def run(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -> 
     from bgrun.foreground import run_foreground
 
     out = sys.stdout.buffer  # click 8.5 deprecates get_binary_stream
-    job = run_foreground(open_context(), build_request(target, method, args, **opts),
+    job = run_foreground(Config.load(), build_request(target, method, args, **opts),
                          lambda b: (out.write(b), out.flush()))
     status = job.status_at(time.time())
     detail = job.error if status != JobStatus.COMPLETED else f"result: {job.result_json}"
@@ -226,12 +242,15 @@ def run(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -> 
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
               help="0 means all.")
 @click.option("--json", "as_json", is_flag=True)
+@verbose_option
 @handled
-def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> None:
+def list_(status: str | None, target: str | None, limit: int, as_json: bool,
+          verbose: bool) -> None:
     """Jobs, newest first."""
     from bgrun.waiting import Look, waiting_reason
 
     c = open_context()
+    say_store(c, verbose)
     control.settle_orphans(c)
     jobs = c.store.list_jobs(status=status, target=target, limit=limit)
     look = Look(c, time.time())
@@ -245,12 +264,14 @@ def list_(status: str | None, target: str | None, limit: int, as_json: bool) -> 
 @cli.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
+@verbose_option
 @handled
-def show(job_id: str, as_json: bool) -> None:
+def show(job_id: str, as_json: bool, verbose: bool) -> None:
     """One job: attempts, timings, error and traceback, where its output is."""
     from bgrun.waiting import Look, waiting_reason
 
     c = open_context()
+    say_store(c, verbose)
     control.settle_orphans(c)
     job = c.store.get(job_id)
     look = Look(c, time.time())
@@ -336,6 +357,11 @@ def recover() -> None:
     """Settle jobs whose runner died and start runners for waiting jobs."""
     from bgrun import allowlist
 
+    config = Config.load()
+    if store_missing(config):  # nothing to recover, and nothing to make for it
+        allowlist.load(config.allowlist)  # the wrong folder: exit 4, naming the file
+        click.echo(f"no job store at {config.store} yet: nothing to recover")
+        return
     c = open_context()
     settled, waiting = control.recover(c)
     click.echo(f"settled {settled} orphaned job(s); {waiting} waiting")
@@ -361,16 +387,18 @@ def prune(older_than: str) -> None:
                    "it finish).")
 @handled
 def worker(requeue_on_stop: bool) -> None:
-    """Run the runner loop in the foreground (for systemd, supervisord, NSSM)."""
-    from bgrun.runner import serve
+    """Run the runner loop in the foreground (for systemd, supervisord, NSSM).
+
+    With every slot taken by runners started on demand, it waits for one of them to
+    hand its slot over (and says so); it never exits for want of a slot.
+    """
+    from bgrun import allowlist
+    from bgrun.worker import run_worker
 
     config = Config.load()
-    if not serve(config, linger=True, requeue_on_stop=requeue_on_stop):
-        # Exit 4, not 3 (3 is "no such job, or an action its state does not allow"): this
-        # worker finds no room under the BGRUN_CONCURRENCY setting. Issue 16 (item 3)
-        # has `bgrun worker` wait for a slot instead of failing here.
-        fail(f"every slot (BGRUN_CONCURRENCY={config.concurrency}) already has a runner:"
-             " raise it to run this worker", ExitCode.UNUSABLE)
+    if store_missing(config):  # a new store only where an allowlist says "project"
+        allowlist.load(config.allowlist)
+    run_worker(config, requeue_on_stop=requeue_on_stop, say=click.echo)
 
 
 @cli.command()
@@ -386,11 +414,11 @@ def check() -> None:
     config = Config.load()
     loaded = allowlist.load(config.allowlist)
     rules = loaded.rules
-    context_for(config)
     click.echo(f"allowlist {config.allowlist}: {len(rules)} target(s)")
     for rule in rules.values():
         click.echo(f"  {rule.target}: {', '.join(sorted(rule.methods))}")
-    click.echo(f"store {config.store}, logs {config.log_dir}, concurrency {config.concurrency}")
+    click.echo(f"store {config.store} ({_store_state(config)}), logs {config.log_dir},"
+               f" concurrency {config.concurrency}")
     for warning in doctor.warnings(config, loaded):
         click.echo(f"warning: {warning}")
     problems = doctor.target_problems(config, loaded)
@@ -399,6 +427,14 @@ def check() -> None:
     if problems:
         fail(f"{len(problems)} problem(s) in {config.allowlist}: those jobs cannot run"
              " (listed above)", ExitCode.UNUSABLE)
+
+
+def _store_state(config: Config) -> str:
+    """How many jobs the store holds, or that there is none yet (check makes none)."""
+    if store_missing(config):
+        return "none yet: the first job queued makes it"
+    counts = context_for(config, create=False).store.counts()
+    return f"{sum(counts.values())} job(s)"
 
 
 @cli.command()

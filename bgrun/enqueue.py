@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -9,8 +10,10 @@ from typing import Any, NamedTuple
 
 from bgrun import allowlist
 from bgrun.config import Config
-from bgrun.context import Context
+from bgrun.context import Context, context_for
 from bgrun.errors import BadParamsError, BgrunError, ConfigError, NotAllowedError
+from bgrun.files import private_dir
+from bgrun.joblog import EventLog
 from bgrun.launcher import without_secrets
 from bgrun.params import encode_params, split_call
 from bgrun.records import JobStatus
@@ -81,9 +84,49 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     try:
         job = validate(ctx.config, req, now)
     except BgrunError as exc:
-        ctx.log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
-                      status="rejected", error=f"{exc.kind}: {exc}")
+        _log_refusal(ctx.log, req, exc)
         raise
+    return _store(ctx, job, now)
+
+
+def submit(config: Config, req: Request) -> tuple[str, bool]:
+    """enqueue() for callers that have not opened the store: a refusal makes nothing.
+
+    The request is checked before the log folder and the store are opened (and made, on
+    first use), so a refused request in the wrong folder leaves no `logs/` behind. Its
+    refusal is written to the error log when there is a project (see below).
+    """
+    req = _plain_names(req)
+    now = time.time()
+    try:
+        job = validate(config, req, now)
+    except BgrunError as exc:
+        _log_refusal_if_project(config, req, exc)
+        raise
+    ctx = context_for(config)
+    ctx.log.check()  # an unwritable log refuses the job before it is stored
+    return _store(ctx, job, now)
+
+
+def _log_refusal_if_project(config: Config, req: Request, exc: BgrunError) -> None:
+    """Record a refusal where there is a project (an allowlist or a log folder), else
+    leave the folder as it was: the one stderr line is then the only record."""
+    if not (config.log_dir.is_dir() or config.allowlist.is_file()):
+        return
+    with contextlib.suppress(ConfigError):  # the refusal itself is what the caller gets
+        private_dir(config.log_dir)
+        _log_refusal(EventLog(config.log_dir, config.log_max_bytes, config.log_backups),
+                     req, exc)
+
+
+def _log_refusal(log: EventLog, req: Request, exc: BgrunError) -> None:
+    log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
+              status="rejected", error=f"{exc.kind}: {exc}")
+
+
+def _store(ctx: Context, job: NewJob, now: float) -> tuple[str, bool]:
+    """Store a checked job (created at `now`, the time it was checked against), log it,
+    and make sure a runner will run it."""
     job_id, created = ctx.store.insert(job, now)
     if created:
         try:

@@ -118,6 +118,18 @@ class StoreError(ConfigError):
     kind = "StoreError"
 
 
+class StoreGoneError(StoreError):
+    """Raised when the store file was deleted, moved or replaced under this process."""
+
+    kind = "StoreGone"
+
+
+class NoStoreError(StoreError):
+    """Raised when a command that only reads finds no job store where it looks."""
+
+    kind = "NoStore"
+
+
 class NoSuchJobError(BgrunError):
     """Raised when no job has the given id."""
 

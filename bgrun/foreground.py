@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 
 from bgrun.attempt import Verdict, run_attempt
-from bgrun.context import Context
+from bgrun.config import Config
+from bgrun.context import Context, context_for
 from bgrun.enqueue import Request, validate
 from bgrun.follow import follow
 from bgrun.locks import FileLock
@@ -18,15 +19,18 @@ from bgrun.settle import record
 from bgrun.slots import slot_lock
 
 
-def run_foreground(ctx: Context, req: Request, write: Callable[[bytes], object]) -> JobRecord:
+def run_foreground(config: Config, req: Request, write: Callable[[bytes], object]
+                   ) -> JobRecord:
     """Validate, store and run the job here, attempt after attempt, streaming its output.
 
     The job is stored as claimed by this process: its slot is minus our pid, whose lock
     we hold, so if we die other bgrun processes settle the job as they would a runner's.
+    The store (and its folder) is opened only for a request that passed the checks.
     """
     slot = -os.getpid()
     now = time.time()
-    job = validate(ctx.config, req, now)._replace(held=slot)
+    job = validate(config, req, now)._replace(held=slot)
+    ctx = context_for(config)
     lock: FileLock = slot_lock(ctx.state, slot)
     with lock:
         job_id, _ = ctx.store.insert(job, now)

@@ -21,7 +21,7 @@ class Job:
         #: and returned it instead of queueing a new one.
         self.existing = existing
         self._config = config or Config.load()
-        self._ctx = context_for(self._config)
+        self._ctx = context_for(self._config, create=False)  # a handle never makes a store
         if not stored:  # (`stored`: the caller has just stored it)
             self._ctx.store.get(job_id)  # NoSuchJobError now rather than later
 

@@ -105,12 +105,18 @@ class EventLog:
         fields = {"job": job, "class": target, "method": method, "status": status,
                   "attempt": attempt, **{k: v for k, v in extra.items() if v is not None}}
         now = datetime.now(UTC)
-        with self._lock:
+        try:
+            self._lock.acquire()
+        except OSError as exc:  # the folder was deleted under us: never recreated here
+            raise _unwritable(self._lock.path, exc) from None
+        try:
             self._append(EVENTS_LOG, format_line(fields, now))
             if fields.get("error") is not None:
                 if traceback:
                     fields["traceback"] = traceback
                 self._append(ERRORS_LOG, format_line(fields, now))
+        finally:
+            self._lock.release()
 
     def check(self) -> None:
         """ConfigError now if the event log cannot be opened for writing."""

@@ -23,13 +23,14 @@ from types import FrameType
 from bgrun.attempt import run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BgrunError, ConfigError
+from bgrun.errors import BgrunError, ConfigError, NoStoreError, StoreGoneError
+from bgrun.joblog import EventLog
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
 from bgrun.records import JobRecord, JobStatus, Outcome
-from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner
-from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire
+from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner, start_runner_for
+from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire, worker_waiting
 from bgrun.store import Role
 from bgrun.watchlink import STOP, WatchLink
 
@@ -52,6 +53,7 @@ class Runner:
         self.child: tuple[int, float] | None = None  # the running attempt's (pid, start)
         self.last_spread = float("-inf")  # a runner's first attempt always looks
         self.watch = WatchLink(ctx)  # a watcher notices this runner's death (watcher.py)
+        self.last_handover_look = float("-inf")
 
     def register(self) -> None:
         """Be seen in the runners view (`bgrun runners`) while holding this slot."""
@@ -67,6 +69,8 @@ class Runner:
         looked_again = False
         while not self.stopping:
             self._check_watcher()
+            if self._hand_over():
+                return
             if time.monotonic() - last_settle >= SETTLE_EVERY:
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
                 last_settle = time.monotonic()
@@ -108,14 +112,28 @@ class Runner:
                 self.keeper = keeper
         return self.keeper is None
 
-    def _give_up_slot(self) -> None:
+    def _hand_over(self) -> bool:
+        """Give our slot to a `bgrun worker` waiting for one; True to exit.
+
+        Looked at between attempts, at most every SPREAD_EVERY; a worker is the permanent
+        runner, so the on-demand one yields (see worker.py).
+        """
+        if self.linger or time.monotonic() - self.last_handover_look < SPREAD_EVERY:
+            return False
+        self.last_handover_look = time.monotonic()
+        if not worker_waiting(self.ctx.state):
+            return False
+        self._give_up_slot(STOP)  # left for the worker: the watcher starts no runner for it
+        return True
+
+    def _give_up_slot(self, mark: str = "") -> None:
         """Stop counting as idle, and release the keeper lock (if held) and the slot."""
         self.waker.busy()
         self.ctx.store.unregister_runner(self.slot, os.getpid())
         if self.keeper is not None:
             self.keeper.release()
             self.keeper = None
-        self.watch.slot_left(self.slot)
+        self.watch.slot_left(self.slot, mark)
         self.lock.release()
 
     def _leave(self) -> bool:
@@ -164,6 +182,9 @@ class Runner:
         try:
             verdict = run_attempt(ctx.config, ctx.store, job, self._child_started,
                                   self._check_watcher)
+        except StoreGoneError as exc:
+            _note_abandoned(ctx, job, exc)
+            raise
         finally:
             self.child = None
         if verdict.outcome == Outcome.HANDBACK or (self.stopping and self.requeue_on_stop
@@ -200,16 +221,23 @@ class Runner:
             terminate_tree(child[0], child[1], grace=0.0)
 
 
-def serve(config: Config, *, linger: bool = False, requeue_on_stop: bool = False) -> bool:
-    """Take a free slot and run jobs; False if every slot already has a runner."""
-    ctx = Context.open(config, role=Role.RUNNER)
+def _note_abandoned(ctx: Context, job: JobRecord, exc: StoreGoneError) -> None:
+    """Say, where the log folder still is, that an attempt ended with no verdict recorded."""
+    with contextlib.suppress(ConfigError):
+        ctx.log.event(job=job.id, target=job.target, method=job.method, status="abandoned",
+                      attempt=job.attempts, error=f"{exc.kind}: {exc}", pid=os.getpid(),
+                      note="the attempt was ended and no verdict recorded; the runner exits")
+
+
+def serve(config: Config) -> bool:
+    """Take a free slot and run jobs (on demand); False if every slot has a runner."""
+    # A runner never creates a store: one started for a store that is gone has no jobs.
+    ctx = Context.open(config, Role.RUNNER, create=False)
     taken = take_free_slot(ctx.state, config.concurrency)
     if taken is None:
         return False
-    runner = Runner(ctx, *taken, linger=linger, requeue_on_stop=requeue_on_stop)
+    runner = Runner(ctx, *taken)
     signal.signal(signal.SIGTERM, runner.stop)
-    if linger:
-        signal.signal(signal.SIGINT, runner.stop)
     try:
         runner.serve()
     finally:
@@ -227,6 +255,14 @@ def main() -> None:
     config = Config.load()
     try:
         serve(config)
+    except NoStoreError:
+        pass  # the store was deleted before we started: nothing of ours to run
+    except StoreGoneError as exc:
+        _log_crash(config, f"{exc.kind}: {exc}", None)
+        if config.store.is_file():
+            # A caller of the store now at the path may have woken us (our wake FIFO is
+            # named by path) and counted on us: a fresh runner serves that store instead.
+            start_runner_for(config)
     except BgrunError as exc:
         _log_crash(config, f"{exc.kind}: {exc}", None)
     except Exception as exc:
@@ -236,9 +272,11 @@ def main() -> None:
 
 
 def _log_crash(config: Config, error: str, tb: str | None) -> None:
-    try:
-        ctx = Context.open(config)
-        ctx.log.event(job="-", target="-", method="-", status="runner-error", error=error,
-                      traceback=tb, pid=os.getpid())
-    except BgrunError:
-        pass  # nowhere left to write: the next caller reports the same problem itself
+    # Only into a log folder that exists: making one (or a store) here would start a new,
+    # empty world where the user deleted the old one.
+    if not config.log_dir.is_dir():
+        return
+    log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups)
+    with contextlib.suppress(BgrunError):  # nowhere left to write: callers say it too
+        log.event(job="-", target="-", method="-", status="runner-error", error=error,
+                  traceback=tb, pid=os.getpid())

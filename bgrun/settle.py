@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bgrun.attempt import Verdict, marker, read_verdict
+from bgrun.config import Config
 from bgrun.context import RUNNER_SCRIPT, Context, runner_python
 from bgrun.errors import Failure
 from bgrun.jobfiles import result_path
@@ -122,7 +123,11 @@ def ensure_runner(ctx: Context) -> None:
 
 def start_runner(ctx: Context) -> None:
     """Start a detached runner for this store (it exits at once if every slot is taken)."""
-    config = ctx.config
+    start_runner_for(ctx.config)
+
+
+def start_runner_for(config: Config) -> None:
+    """start_runner() for the store `config` names, without opening it here."""
     env = dict(os.environ)
     env.update(config.as_environ())
     start_detached([runner_python(config), RUNNER_SCRIPT], cwd=Path(config.store.parent),

@@ -49,6 +49,20 @@ def take_free_slot(state: Path, concurrency: int) -> tuple[int, FileLock] | None
     return None
 
 
+def waiting_lock(state: Path) -> FileLock:
+    """The lock a `bgrun worker` holds while it waits for a slot (not yet acquired)."""
+    return FileLock(state / "worker-waiting.lock")
+
+
+def worker_waiting(state: Path) -> bool:
+    """True while a `bgrun worker` waits for a slot (an on-demand runner then hands over)."""
+    lock = waiting_lock(state)
+    if try_acquire(lock):
+        lock.release()
+        return False
+    return True
+
+
 def any_slot_free(state: Path, concurrency: int) -> bool:
     """True if a runner could start now (a slot nobody holds)."""
     taken = take_free_slot(state, concurrency)

@@ -175,7 +175,7 @@ def watch(config: Config, lock_fd: int | None = None) -> bool:
         own.adopt(lock_fd)
     elif not own.acquire(timeout=LOCK_WAIT):
         return False
-    ctx = Context.open(config, Role.RUNNER)
+    ctx = Context.open(config, Role.RUNNER, create=False)  # (never a new store)
     try:
         Watcher(ctx, own).run()
     finally:

@@ -92,6 +92,7 @@ def test_list_limit_and_order(project):
     (["logs", "42"], 3, "no job 42"),
 ])
 def test_refusals_are_one_line_with_their_exit_code(project, args, code, words):
+    project.ctx  # a store exists (reading commands refuse to run without one: exit 4)
     result = project.cli(*args)
     assert result.returncode == code
     if code != 2 or "--retries" not in args:

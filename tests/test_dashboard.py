@@ -35,6 +35,12 @@ POSTS = ["/jobs/1/cancel", "/jobs/1/retry", "/jobs/1/delete", "/logout",
          "/api/jobs/1/cancel", "/api/jobs/1/retry", "/api/jobs/1/delete"]
 
 
+@pytest.fixture(autouse=True)
+def store(project):
+    """A store to show: the dashboard only reads one, it never makes one."""
+    return project.ctx.store
+
+
 @pytest.fixture
 def app(project):
     return create_app(Config.load(), TOKEN)

@@ -99,6 +99,7 @@ def app_project(project):
         path.write_text(textwrap.dedent(text))
     with open(project.path / "allowlist.toml", "a") as f:
         f.write(ALLOWLIST)
+    project.ctx  # a store to show: the dashboard only reads one, it never makes one
     return project
 
 

@@ -58,7 +58,7 @@ def create_app(config: Config, token: str, *, hosts: Iterable[str] = (),
     # sessions live in `Sessions`, the cookie holds only their random id.
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["bgrun"] = Dashboard(context_for(config), token,
+    app.extensions["bgrun"] = Dashboard(context_for(config, create=False), token,
                                         security.LOCAL_NAMES | frozenset(hosts),
                                         Sessions() if sessions is None else sessions)
     app.add_template_filter(iso, "isotime")

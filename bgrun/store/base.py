@@ -33,6 +33,12 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the connection; the stored jobs stay."""
 
+    def check_current(self) -> None:
+        """Raise StoreGoneError if the store this process opened is no longer the one its
+        settings name (an SQLite file deleted, moved or replaced since it was opened).
+
+        Every read and write checks it too, before it touches the store."""
+
     # -- queueing ----------------------------------------------------------------------
 
     def insert(self, job: NewJob, now: float) -> tuple[str, bool]:

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from bgrun.errors import StoreError
+from bgrun.errors import NoStoreError, StoreError, StoreGoneError
+from bgrun.fileid import FileId, file_id, gone_reason
 from bgrun.files import touch_private
 from bgrun.store.base import Role
 from bgrun.store.schema import migrate, refuse_foreign
@@ -33,13 +34,14 @@ Params = Mapping[str, object] | tuple[object, ...]
 class Connection:
     """One process's connection to a store file, shared by its threads under a lock."""
 
-    def __init__(self, path: Path, role: Role) -> None:
+    def __init__(self, path: Path, role: Role, *, create: bool = True) -> None:
+        """Open the file at `path`; `create=False`: NoStoreError if there is none."""
         self.path = path
         self._lock = threading.Lock()
         deadline = time.monotonic() + OPEN_TIMEOUT
         while True:
             try:
-                self._db = self._connect(_SYNCHRONOUS[role])
+                self._db, self._file = self._connect(_SYNCHRONOUS[role], create)
                 return
             except sqlite3.DatabaseError as exc:
                 # Switching a new file to WAL, and WAL recovery, can answer "locked" at once,
@@ -53,10 +55,16 @@ class Connection:
                                  ) from None
             time.sleep(0.02)
 
-    def _connect(self, synchronous: str) -> sqlite3.Connection:
-        touch_private(self.path)
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                             check_same_thread=False)
+    def _connect(self, synchronous: str, create: bool) -> tuple[sqlite3.Connection, FileId]:
+        if create:
+            touch_private(self.path)
+        before = file_id(self.path)
+        if before is None and not create:
+            raise NoStoreError(f"no job store at {self.path}")
+        # mode=rw: a reader must never create the file it looks for (a new, empty world).
+        where = self.path if create else self.path.as_uri() + "?mode=rw"
+        db = sqlite3.connect(where, timeout=30, isolation_level=None,
+                             check_same_thread=False, uri=not create)
         try:
             refuse_foreign(db, self.path)  # before WAL, which would rewrite its header
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -69,11 +77,27 @@ class Connection:
                 )
             db.execute(f"PRAGMA synchronous={synchronous}")
             migrate(db, self.path)
+            opened = file_id(self.path)
+            if opened is None or opened != before:
+                # Swapped while we opened it: __init__ tries again, as for a locked file.
+                raise sqlite3.OperationalError("database is locked (the file was swapped)")
         except BaseException:
             db.close()
             raise
         db.row_factory = sqlite3.Row  # rows are read by column name, never by position
-        return db
+        return db, opened
+
+    def check_file(self) -> None:
+        """StoreGoneError if the path no longer names the file this connection has open.
+
+        Called before every read and write (a stat: about a microsecond): a store deleted,
+        moved or replaced under a long-lived process must not swallow jobs that no other
+        process will ever see (bgrun/fileid.py).
+        """
+        reason = gone_reason(self.path, self._file)
+        if reason is not None:
+            raise StoreGoneError(f"store {self.path} {reason} while this process had it"
+                                 " open; nothing more is read from or written to it")
 
     def close(self) -> None:
         """Close the connection (the file stays)."""
@@ -88,6 +112,7 @@ class Connection:
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.path}: {exc}") from None
             try:
+                self.check_file()  # under the write lock: the narrowest window we have
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException as exc:
@@ -100,6 +125,7 @@ class Connection:
     def read(self, sql: str, args: Params = ()) -> list[sqlite3.Row]:
         """The rows of one query (one statement: one consistent snapshot)."""
         with self._lock:
+            self.check_file()
             try:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as exc:

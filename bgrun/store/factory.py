@@ -13,17 +13,19 @@ def store_kind(location: str) -> str:
     return "postgresql" if location.lower().startswith(SERVER_SCHEMES) else "sqlite"
 
 
-def open_store(config: Config, role: Role = Role.CALLER) -> Store:
+def open_store(config: Config, role: Role = Role.CALLER, *, create: bool = True) -> Store:
     """The store `config` names, open, its schema made or migrated.
 
     `role` lets the backend choose its durability (base.Role). Raises StoreError when
-    the store cannot be opened or used; nothing is written then.
+    the store cannot be opened or used; nothing is written then. `create=False`: a
+    missing store is NoStoreError, and nothing is made (commands that only read).
     """
     kind = store_kind(str(config.store))
     if kind == "sqlite":
         from bgrun.store.sqlite import SqliteStore
 
-        private_dir(config.store.parent)
-        return SqliteStore(config.store, config.log_dir, role)
+        if create:
+            private_dir(config.store.parent)
+        return SqliteStore(config.store, config.log_dir, role, create=create)
     # A second backend goes here: one branch, its module imported only when named.
     raise StoreError(f"BGRUN_STORE: no {kind} backend in this bgrun")

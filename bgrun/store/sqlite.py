@@ -38,11 +38,16 @@ _VERDICTS = (Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED)
 class SqliteStore(WatchStore):
     """base.Store on an SQLite file; `log_dir` is where the jobs' files live."""
 
-    def __init__(self, path: Path, log_dir: Path, role: Role = Role.CALLER) -> None:
+    def __init__(self, path: Path, log_dir: Path, role: Role = Role.CALLER, *,
+                 create: bool = True) -> None:
         self.path = path
         self.log_dir = log_dir
         self._jobs = str(jobs_dir(log_dir))
-        self._db = Connection(path, role)
+        self._db = Connection(path, role, create=create)
+
+    def check_current(self) -> None:
+        """StoreGoneError if the file at the path is not the one this store has open."""
+        self._db.check_file()
 
     def close(self) -> None:
         self._db.close()
