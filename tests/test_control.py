@@ -183,24 +183,6 @@ def test_worker_finishes_its_job_on_sigterm(project, monkeypatch):
         worker.kill()
 
 
-def test_a_worker_with_no_free_slot_says_so_with_exit_4(project, monkeypatch):
-    # Issue 16 (item 3) has such a worker wait for a slot instead: then this test goes.
-    from bgrun.slots import any_slot_free
-
-    monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
-    worker = subprocess.Popen([sys.executable, "-m", "bgrun", "worker"], cwd=project.path)
-    try:
-        wait_until(lambda: not any_slot_free(project.ctx.state, 1))
-        second = project.cli("worker", timeout=30)
-        assert second.returncode == 4, second.stderr  # not 3: that is "no such job"
-        assert second.stderr.strip() == (
-            "bgrun: error: every slot (BGRUN_CONCURRENCY=1) already has a runner: raise it"
-            " to run this worker")
-    finally:
-        worker.kill()
-        worker.wait(15)
-
-
 def test_worker_requeues_its_job_when_asked(project, monkeypatch):
     monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
     worker = subprocess.Popen([sys.executable, "-m", "bgrun", "worker", "--requeue-on-stop"],

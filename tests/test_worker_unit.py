@@ -112,3 +112,27 @@ def test_worker_stopped_while_waiting_exits_0_and_leaves_no_job_behind(project, 
         out.close()
     assert first.wait(30) == "completed"
     assert second.wait(30) == "completed"  # whoever holds the slot then runs it
+
+
+def test_a_second_worker_waits_and_takes_over_when_the_first_stops(project, monkeypatch):
+    monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
+    project.ctx  # the store, so both workers start alike
+    procs = [subprocess.Popen([BGRUN, "worker"], cwd=project.path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)]
+    first = Lines(procs[0])
+    try:
+        wait_until(lambda: first.having("started"))
+        procs.append(subprocess.Popen([BGRUN, "worker"], cwd=project.path,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        second = Lines(procs[1])
+        wait_until(lambda: second.having("waiting"))  # (a worker never hands its slot over)
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(15) == 0
+        wait_until(lambda: second.having("started"))
+        assert run_background_job("jobs", "noop").wait(30) == "completed"
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(15) == 0
+    finally:
+        first.close()
+        if len(procs) > 1:
+            second.close()
