@@ -173,6 +173,7 @@ def test_a_job_past_the_default_timeout_is_ended(project, monkeypatch):
 
 
 def test_unknown_bgrun_names_get_one_warning_line(project):
+    project.ctx  # a store to list (reading commands make none)
     result = project.cli("list", BGRUN_CONCURENCY="1", BGRUN_NOPE="x")
     assert result.returncode == 0
     lines = result.stderr.strip().splitlines()
