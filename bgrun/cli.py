@@ -247,7 +247,7 @@ def run(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -> 
 def list_(status: str | None, target: str | None, limit: int, as_json: bool,
           verbose: bool) -> None:
     """Jobs, newest first."""
-    from bgrun.waiting import Look, waiting_reason
+    from bgrun.waiting import Look, job_dict, waiting_reason
 
     c = open_context()
     say_store(c, verbose)
@@ -255,8 +255,7 @@ def list_(status: str | None, target: str | None, limit: int, as_json: bool,
     jobs = c.store.list_jobs(status=status, target=target, limit=limit)
     look = Look(c, time.time())
     if as_json:
-        click.echo(json.dumps([{**j.to_dict(look.now), "waiting_reason": waiting_reason(j, look)}
-                               for j in jobs], indent=2))
+        click.echo(json.dumps([job_dict(j, look) for j in jobs], indent=2))
     else:
         click.echo(job_table(jobs, lambda j: waiting_reason(j, look)))
 
@@ -268,14 +267,14 @@ def list_(status: str | None, target: str | None, limit: int, as_json: bool,
 @handled
 def show(job_id: str, as_json: bool, verbose: bool) -> None:
     """One job: attempts, timings, error and traceback, where its output is."""
-    from bgrun.waiting import Look, waiting_reason
+    from bgrun.waiting import Look, job_dict
 
     c = open_context()
     say_store(c, verbose)
     control.settle_orphans(c)
     job = c.store.get(job_id)
     look = Look(c, time.time())
-    data = {**job.to_dict(look.now), "waiting_reason": waiting_reason(job, look)}
+    data = job_dict(job, look)
     if as_json:
         data["attempt_history"] = [a._asdict() for a in c.store.attempts_of(job_id)]
         click.echo(json.dumps(data, indent=2))

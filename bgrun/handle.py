@@ -34,11 +34,11 @@ class Job:
 
     def info(self) -> dict[str, Any]:
         """Everything `bgrun show --json` gives for this job (but its attempt history)."""
-        from bgrun.waiting import Look, waiting_reason
+        from bgrun.waiting import Look, job_dict
 
         look = Look(self._ctx, time.time())
         job = self._record()
-        return {**job.to_dict(look.now), "waiting_reason": waiting_reason(job, look)}
+        return job_dict(job, look)
 
     @property
     def status(self) -> str:

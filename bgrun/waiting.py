@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bgrun import allowlist
 from bgrun.context import Context
@@ -67,6 +68,11 @@ def every_slot_busy(job: JobRecord, look: Look) -> str | None:
 #: Asked in order; the first reason that answers is the one shown. Queues add theirs
 #: (a queue at its limit, a paused queue) here, before every_slot_busy.
 REASONS: list[Reason] = [allowlist_unusable, every_slot_busy]
+
+
+def job_dict(job: JobRecord, look: Look) -> dict[str, Any]:
+    """The job as `show --json`, `list --json` and the dashboard's API give it."""
+    return {**job.to_dict(look.now), "waiting_reason": waiting_reason(job, look)}
 
 
 def waiting_reason(job: JobRecord, look: Look) -> str | None:

@@ -211,9 +211,24 @@ def test_a_queued_job_says_why_it_waits(project, monkeypatch):
     assert reasons[busy.id] is None and "every slot is busy" in reasons[waiting.id]
     assert "waiting: every slot is busy" in project.cli("list").stdout
     assert "every slot is busy" in project.cli("show", waiting.id).stdout
+    assert "every slot is busy" in _api(f"/api/jobs/{waiting.id}")["waiting_reason"]
+    assert {j["id"]: j["waiting_reason"] for j in _api("/api/jobs")} == reasons
     busy.cancel()
     assert waiting.wait(30) == "completed"
     assert waiting.info()["waiting_reason"] is None
+
+
+def _api(path: str):
+    """GET `path` from the dashboard's JSON API (Flask's test client, a real app)."""
+    pytest.importorskip("flask")
+    from bgrun.config import Config
+    from bgrun.dashboard.app import create_app
+
+    token = "test-token-0123456789abcdef"
+    client = create_app(Config.load(), token).test_client()
+    response = client.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    return response.get_json()
 
 
 def test_a_job_held_by_a_broken_allowlist_says_so(project):

@@ -18,6 +18,7 @@ from bgrun.dashboard.present import (
     read_chunk,
 )
 from bgrun.records import JobRecord
+from bgrun.waiting import Look, job_dict
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 BY = "dashboard"
@@ -39,7 +40,8 @@ def jobs() -> Response:
                                before=before, now=now)
 
     found, older = fill_page(fetch, filters)
-    response = jsonify([job.to_dict(now) for job in found])
+    look = Look(dashboard().ctx, now)
+    response = jsonify([job_dict(job, look) for job in found])
     if older is not None:
         args = {**request.args.to_dict(), "before": older}
         response.headers["Link"] = f'<{request.path}?{urlencode(args)}>; rel="next"'
@@ -60,7 +62,7 @@ def counts() -> Response:
 @bp.get("/jobs/<job_id>")
 def job(job_id: str) -> Response:
     """One job."""
-    return jsonify(dashboard().ctx.store.get(job_id).to_dict(time.time()))
+    return jsonify(job_dict(dashboard().ctx.store.get(job_id), Look(dashboard().ctx, time.time())))
 
 
 @bp.get("/jobs/<job_id>/attempts")
