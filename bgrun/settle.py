@@ -18,7 +18,7 @@ from bgrun.errors import Failure
 from bgrun.jobfiles import result_path
 from bgrun.launcher import start_detached
 from bgrun.policy import compute_backoff, may_retry
-from bgrun.records import JobRecord, Outcome, State
+from bgrun.records import JobRecord, JobStatus, Outcome, State
 from bgrun.slots import any_slot_free, poke, slot_if_dead
 
 SETTLE_EVERY = 2.0  # seconds between one process's looks for dead runners (runners, waiters)
@@ -140,7 +140,8 @@ def recover(ctx: Context) -> tuple[int, int]:
     Returns (jobs settled, jobs waiting). Idempotent, and quick when nothing is to do.
     """
     settled = settle_orphans(ctx)
-    waiting = sum(n for s, n in ctx.store.counts().items() if s in ("queued", "scheduled"))
+    counts = ctx.store.counts()
+    waiting = counts.get(JobStatus.QUEUED, 0) + counts.get(JobStatus.SCHEDULED, 0)
     if waiting:
         ensure_runner(ctx)
     return settled, waiting

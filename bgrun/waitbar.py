@@ -31,7 +31,7 @@ class WaitBar:
 
     def __call__(self, job: JobRecord) -> None:
         now = time.monotonic()
-        if now - self.last_draw < self.every and job.stored_status in ("waiting", "running"):
+        if now - self.last_draw < self.every and not job.stored_status.finished:
             return
         self.last_draw = now
         line = self.line(job, shutil.get_terminal_size((80, 24)).columns - 1)
