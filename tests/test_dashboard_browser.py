@@ -289,14 +289,14 @@ def test_a_job_reporting_progress_shows_a_bar_that_moves(importer, dashboard_url
     bar = page.locator(f'tr[data-id="{job.id}"] td.progress progress')
     expect(bar).to_be_visible()  # appeared without a reload
     first = bar_value(bar)
-    wait_until(lambda: bar_value(bar) > first, timeout=15)
+    wait_until(lambda: bar_value(bar) > first, timeout=30)
     assert bar.evaluate("bar => bar.max") == 4000
     page.goto(f"{dashboard_url}jobs/{job.id}")
     big = page.locator("#progress-bar")
     expect(page.locator("#progress-message")).to_contain_text("loaded ")
     seen = bar_value(big)
-    wait_until(lambda: bar_value(big) > seen, timeout=15)
-    expect(page.locator("#status")).to_have_text("completed", timeout=30_000)
+    wait_until(lambda: bar_value(big) > seen, timeout=30)
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
     assert bar_value(big) == 4000  # the last report stays after the end
     expect(page.locator("#progress-text")).to_have_text("4000 / 4000 (100%)")
     expect(page.locator("#progress-message")).to_have_text("loaded 4000 of 4000 rows")
@@ -360,9 +360,5 @@ def test_the_runners_view_shows_a_running_job_then_shows_it_gone(importer, dashb
     os.kill(pid, signal.SIGKILL)  # a runner killed outright leaves its row in the store
     expect(page.locator(f'#runner-rows tr[data-pid="{pid}"]')).to_have_count(0)
     expect(page.locator("#runner-rows tr", has_text=f"{job.id} ")).to_have_count(0)
-    rows = app_project_rows(importer)
-    assert any(r.pid == pid for r in rows)  # still stored: filtered out as dead
-
-
-def app_project_rows(project):
-    return project.ctx.store.runner_rows()
+    # (Its row may still be stored, or replaced by the next runner of its slot: either way
+    # it is not shown. tests/test_watch_cli.py checks a stored dead row is filtered out.)

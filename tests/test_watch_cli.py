@@ -10,10 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from bgrun import run_background_job
+from bgrun.procstart import process_start
+from bgrun.runners import live_runners
 from tests.conftest import wait_until
 
 TMUX = shutil.which("tmux")
@@ -107,3 +110,15 @@ def test_bash_completes_a_command_name_through_the_sourced_script(project):
     result = subprocess.run([bash, "-c", script], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]})
     assert result.stdout.split() == ["runners"], result.stderr
+
+
+def test_a_dead_runners_stored_row_is_never_shown(project):
+    ctx = project.ctx
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that existed and has ended
+    ctx.store.register_runner(7, gone.pid, time.time() - 5, time.time())
+    me = os.getpid()
+    ctx.store.register_runner(8, me, process_start(me) + 3600, time.time())  # pid reused
+    assert {r.slot for r in ctx.store.runner_rows()} >= {7, 8}
+    assert json.loads(project.cli("runners", "--json").stdout) == []
+    assert live_runners(ctx) == []
