@@ -3,8 +3,8 @@
 An open descriptor follows its inode, not its name: after `rm -rf logs` (or `mv logs
 old`, or a restore from a backup) a long-lived process would go on writing into a file
 nobody will ever read again. So the store remembers the (st_dev, st_ino) of the file it
-opened and compares it with a fresh stat of the path before every use: a stat costs
-about a microsecond, a lost job costs a user's trust.
+opened and compares it with a fresh stat of the path before every use: one system call
+per read or write, against jobs lost without a word.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class FileId(NamedTuple):
     ino: int
 
 
-def file_id(path: Path) -> FileId | None:
+def file_id(path: Path | str) -> FileId | None:
     """The identity of the file at `path` now, or None if there is none."""
     try:
         st = os.stat(path)
@@ -30,7 +30,7 @@ def file_id(path: Path) -> FileId | None:
     return FileId(st.st_dev, st.st_ino)
 
 
-def gone_reason(path: Path, opened: FileId) -> str | None:
+def gone_reason(path: Path | str, opened: FileId) -> str | None:
     """Why `path` no longer names the file opened as `opened`, or None if it still does."""
     now = file_id(path)
     if now == opened:

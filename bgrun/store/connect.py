@@ -37,6 +37,7 @@ class Connection:
     def __init__(self, path: Path, role: Role, *, create: bool = True) -> None:
         """Open the file at `path`; `create=False`: NoStoreError if there is none."""
         self.path = path
+        self._name = str(path)  # (a str spares each check the Path's conversion)
         self._lock = threading.Lock()
         deadline = time.monotonic() + OPEN_TIMEOUT
         while True:
@@ -90,11 +91,11 @@ class Connection:
     def check_file(self) -> None:
         """StoreGoneError if the path no longer names the file this connection has open.
 
-        Called before every read and write (a stat: about a microsecond): a store deleted,
-        moved or replaced under a long-lived process must not swallow jobs that no other
-        process will ever see (bgrun/fileid.py).
+        Called before every read and write (one stat): a store deleted, moved or replaced
+        under a long-lived process must not swallow jobs that no other process will ever
+        see (bgrun/fileid.py).
         """
-        reason = gone_reason(self.path, self._file)
+        reason = gone_reason(self._name, self._file)
         if reason is not None:
             raise StoreGoneError(f"store {self.path} {reason} while this process had it"
                                  " open; nothing more is read from or written to it")
