@@ -28,6 +28,9 @@ FIFTY_MB = 50 * 1024 * 1024
 
 def start_dashboard(project, code: str = "") -> tuple[subprocess.Popen[str], int]:
     """`bgrun dashboard --port 0` (after `code`, run in the same interpreter first)."""
+    from bgrun.context import Context
+
+    Context.open(Config.load())  # the dashboard reads a store; it never makes one
     script = (f"{code}\nimport sys\nfrom bgrun.cli import main\n"
               "sys.argv = ['bgrun', 'dashboard', '--port', '0']\nmain()\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=project.path,
@@ -121,8 +124,10 @@ def test_idle_connections_are_closed_so_they_cannot_lock_everyone_out(project):
 
 
 def test_the_limits_fit_a_dashboard(project):
+    from bgrun.context import Context
     from bgrun.dashboard.server import build_server
 
+    Context.open(Config.load())  # the dashboard reads a store; it never makes one
     served = build_server(Config.load(), "127.0.0.1", 0, {"BGRUN_DASHBOARD_TOKEN": TOKEN})
     try:
         adj = served.server.adj
@@ -137,10 +142,10 @@ def test_the_limits_fit_a_dashboard(project):
 
 def fill_store(count: int, params_bytes: int) -> None:
     from bgrun.context import Context
-    from bgrun.store import NewJob
+    from bgrun.store import NewJob, Role
 
     config = Config.load()
-    store = Context.open(config, synchronous="OFF").store  # a quick fill, not durability
+    store = Context.open(config, Role.RUNNER).store  # a quick fill: no fsync per job
     params = json.dumps(["p" * params_bytes])
     now = time.time()
     for _ in range(count):

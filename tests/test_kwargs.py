@@ -78,7 +78,7 @@ def test_the_signature_check_covers_the_mix(kw_project):
         ([], {"pages": 4}),  # month missing
     ]
     for args, kwargs in refusals:
-        with pytest.raises(BadParamsError, match="params do not fit build"):
+        with pytest.raises(BadParamsError, match="params do not fit kwjobs.build"):
             run_background_job("kwjobs", "build", args, kwargs=kwargs)
     with pytest.raises(BadParamsError, match="do not fit"):
         run_background_job("kwjobs.Report", "build", ["m"], kwargs={"self": 1})
@@ -128,7 +128,7 @@ def test_cli_args_and_keywords_mix_in_exec_and_run(kw_project):
     assert "result: \"report 2026-12: 2 pages\"" in ran.stderr
     refused = kw_project.cli("exec", "kwjobs", "build", "2026-11", "--kw-json", "nope=1")
     assert refused.returncode == 2
-    assert "params do not fit build" in one_error_line(refused)
+    assert "params do not fit kwjobs.build" in one_error_line(refused)
 
 
 def test_stored_shapes_round_trip():
