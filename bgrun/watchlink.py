@@ -39,13 +39,18 @@ def mark_path(state: Path, slot: int) -> Path:
 def write_mark(state: Path, slot: int, text: str) -> None:
     """Write slot `slot`'s mark; only its lock's holder may (so writes never race).
 
-    A mark that cannot be written (a full disk) is left as it was: the watcher then
-    reads the previous holder's mark, and a missing pid only makes it look at the store.
+    Written in place, then cut to length: on a full disk a mark still overwrites the
+    bytes of the one before (no new block), so a runner that fails for want of space
+    still leaves STOP, and the watcher does not start runner after runner for it.
+    A mark that cannot be written at all is left as it was: a wrong mark only makes
+    the watcher look at the store once more.
     """
+    data = text.encode()
     with suppress(OSError):
-        fd = os.open(mark_path(state, slot), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(mark_path(state, slot), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            os.write(fd, text.encode())
+            os.write(fd, data)  # (at offset 0: just opened, no O_APPEND)
+            os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
 

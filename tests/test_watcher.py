@@ -154,6 +154,26 @@ def test_no_bgrun_process_remains_once_the_queue_is_empty(project, monkeypatch):
     assert all(m.read_text() in ("", "stop") for m in state.glob("slot-*.mark"))
 
 
+def test_a_stopped_runner_keeps_its_job_until_it_continues(project, monkeypatch):
+    """SIGSTOP is not death: the runner keeps its slot lock, nobody settles its job (it
+    must not run twice), and it records the verdict once continued."""
+    monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
+    job = run_background_job("jobs", "record", ["stopped", 0, 1.0], retries=1)
+    wait_until(lambda: project.marks("stopped"))
+    runner = rows(project)[job.id][2]
+    assert runner is not None
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        time.sleep(NOTICE + 0.5)  # past the job's end, and past the promise
+        assert rows(project)[job.id] == ("running", 1, runner)
+        assert psutil.Process(runner).status() == psutil.STATUS_STOPPED
+    finally:
+        os.kill(runner, signal.SIGCONT)
+    wait_until(lambda: rows(project)[job.id][0] == "completed", timeout=15)
+    assert rows(project)[job.id][1] == 1
+    assert [m["tag"] for m in project.marks("stopped") if m.get("end")] == [0]
+
+
 def test_a_job_that_kills_its_own_process_group_kills_only_itself(project):
     job = run_background_job("jobs", "kill_own_group")
     wait_until(lambda: rows(project).get(job.id, ("",))[0] == "running")
