@@ -206,6 +206,7 @@ def test_a_runner_leaving_work_behind_on_purpose_is_not_restarted(project):
 
 # -- random kills, with nobody looking ---------------------------------------------------
 
+LAST: list[object] = []  # the last trial's kill, for a failure's report
 KINDS = ["runner", "child", "watcher", "runner+child", "watcher+runner", "runners"]
 
 
@@ -221,7 +222,8 @@ def feasible(kind: str, runners: int, watchers: int) -> str:
 def victims(project, kind: str, rng: random.Random) -> tuple[list[psutil.Process], str]:
     """The processes to kill for `kind`; never the watcher and every runner together
     (every bgrun process dead at once is a reboot: `bgrun recover` at boot)."""
-    runners = bgrun_processes(project, "_runner_main")
+    serving = lock_holders(project)  # (not a runner that is about to find no free slot)
+    runners = [r for r in bgrun_processes(project, "_runner_main") if r.pid in serving]
     watchers = bgrun_processes(project, "_watcher_main")
     pids = {r.pid for r in runners}
     children = []
@@ -258,6 +260,7 @@ def kill_trial(project, rng: random.Random, tag0: int) -> tuple[str, float | Non
     if not chosen:
         return kind, None
     killed_pids = {p.pid for p in chosen}
+    LAST[:] = [kind, sorted(killed_pids)]
     old_watchers = {p.pid for p in bgrun_processes(project, "_watcher_main")}
     for proc in chosen:
         with contextlib.suppress(psutil.Error):
