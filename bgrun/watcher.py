@@ -76,7 +76,7 @@ class Watcher:
                 self._holder_gone(slot, lock)
             else:
                 self.scan(look=slot == -1)
-        except BgrunError as exc:  # (the store or the log failed: keep watching)
+        except (BgrunError, OSError) as exc:  # the store, the log, a start: keep watching
             log_error(self.ctx, exc)
 
     def _wait(self) -> float | None:
@@ -184,11 +184,12 @@ def watch(config: Config, lock_fd: int | None = None) -> bool:
     return True
 
 
-def log_error(ctx: Context, exc: BgrunError) -> None:
+def log_error(ctx: Context, exc: BgrunError | OSError) -> None:
     """Write a watcher's failure to the error log, if the log can be written."""
+    kind = exc.kind if isinstance(exc, BgrunError) else type(exc).__name__
     with suppress(BgrunError):
         ctx.log.event(job="-", target="-", method="-", status="watcher-error",
-                      error=f"{exc.kind}: {exc}", pid=os.getpid())
+                      error=f"{kind}: {exc}", pid=os.getpid())
 
 
 def main(argv: list[str]) -> None:
