@@ -180,7 +180,8 @@ def test_a_job_that_kills_its_own_process_group_kills_only_itself(project):
     runner = rows(project)[job.id][2]
     wait_until(lambda: rows(project)[job.id][0] == "failed", timeout=15)
     assert alive(runner)  # neither the runner nor the watcher shares the job's group
-    assert bgrun_processes(project, "_watcher_main")
+    watcher = wait_until(lambda: bgrun_processes(project, "_watcher_main"), timeout=10)[0]
+    assert os.getpgid(watcher.pid) != os.getpgid(runner)
     info = job.info()
     assert info["error"] == "Crashed: killed by SIGKILL"
 
