@@ -78,7 +78,7 @@ def test_the_signature_check_covers_the_mix(kw_project):
         ([], {"pages": 4}),  # month missing
     ]
     for args, kwargs in refusals:
-        with pytest.raises(BadParamsError, match="params do not fit kwjobs.build"):
+        with pytest.raises(BadParamsError, match=r"params do not fit kwjobs\.build"):
             run_background_job("kwjobs", "build", args, kwargs=kwargs)
     with pytest.raises(BadParamsError, match="do not fit"):
         run_background_job("kwjobs.Report", "build", ["m"], kwargs={"self": 1})
