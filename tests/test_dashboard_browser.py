@@ -91,8 +91,10 @@ methods = ["charge"]
 
 
 @pytest.fixture
-def app_project(project):
+def app_project(project, monkeypatch):
     """The test project plus a small realistic application (mail, reports, billing)."""
+    for name in [m for m in sys.modules if m == "myapp" or m.startswith("myapp.")]:
+        monkeypatch.delitem(sys.modules, name)  # an earlier test's myapp, in its own folder
     for name, text in APP_FILES.items():
         path = project.path / name
         path.parent.mkdir(exist_ok=True)
@@ -226,6 +228,7 @@ def test_screenshot_of_a_busy_job_list(app_project, dashboard_url, page, tmp_pat
     queued = run_background_job("myapp.mail.Mailer", "send",
                                 {"to": "margaret@example.com", "subject": "Your invoice"})
     wait_until(lambda: all(r.status == "running" for r in reports))
+    wait_until(lambda: (reports[0].progress or {}).get("done", 0) >= 20)  # a visible bar
     sign_in(page, dashboard_url)
     for word in ("completed", "failed", "running", "queued", "scheduled", "cancelled"):
         sync_api.expect(page.locator(f".badge.{word}").first).to_be_visible()
