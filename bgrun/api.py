@@ -19,6 +19,7 @@ def run_background_job(
     timeout: float | None = None,
     unique: str | None = None,
     check_import: bool = True,
+    queue: str | None = None,
 ) -> Job:
     """Queue `target.method(*params, **kwargs)` (or `(**params)`) as a durable background job.
 
@@ -29,10 +30,11 @@ def run_background_job(
     queueing another.
     `check_import=False` skips importing the target to check that it exists (for callers
     that must not load it).
+    `queue`: the named queue it joins (the target's allowlist default, else `default`).
     """
     config = Config.load()
     request = Request(target, method, params, retries, delay, priority, timeout, unique,
-                      check_import, kwargs=kwargs)
+                      check_import, kwargs=kwargs, queue=queue)
     job_id, created = submit(config, request)
     return Job(job_id, config, stored=True, existing=not created)
 

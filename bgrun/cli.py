@@ -19,6 +19,7 @@ from bgrun.context import Context, context_for
 from bgrun.convert import CliText
 from bgrun.enqueue import Request, submit
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
+from bgrun.queues import check_queue_name, parse_queue_list
 from bgrun.records import JobStatus
 from bgrun.render import job_page, job_table, parse_duration, runner_table
 from bgrun.whereis import store_missing
@@ -146,6 +147,8 @@ def job_options(func: F) -> F:
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
                      help="Seconds an attempt may run."),
         click.option("--unique", metavar="KEY", help="Queue nothing while KEY is live."),
+        click.option("--queue", metavar="NAME",
+                     help="The named queue (default: the allowlist's, else 'default')."),
         click.option("--no-import-check", is_flag=True,
                      help="Do not import the target to check that it exists."),
     ]):
@@ -178,7 +181,7 @@ def build_request(target: str, method: str | None, args: tuple[str, ...],
                                  " --kw-json values in it, or give a list")
     return Request(target, method, params, opts["retries"], opts["delay"], opts["priority"],
                    opts["timeout"], opts["unique"], not opts["no_import_check"],
-                   kwargs=keywords or None)
+                   kwargs=keywords or None, queue=opts["queue"])
 
 
 def _split_kw(item: str) -> tuple[str, str]:
@@ -239,20 +242,23 @@ def run(target: str, method: str | None, args: tuple[str, ...], **opts: Any) -> 
 @cli.command("list")
 @click.option("--status", type=click.Choice(STATUSES))
 @click.option("--target", help="Only jobs of this target (or of this target.method).")
+@click.option("--queue", metavar="NAME", help="Only jobs of this queue.")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
               help="0 means all.")
 @click.option("--json", "as_json", is_flag=True)
 @verbose_option
 @handled
-def list_(status: str | None, target: str | None, limit: int, as_json: bool,
-          verbose: bool) -> None:
+def list_(status: str | None, target: str | None, queue: str | None, limit: int,
+          as_json: bool, verbose: bool) -> None:
     """Jobs, newest first."""
     from bgrun.waiting import Look, job_dict, waiting_reason
 
+    if queue is not None:
+        check_queue_name(queue)
     c = open_context()
     say_store(c, verbose)
     control.settle_orphans(c)
-    jobs = c.store.list_jobs(status=status, target=target, limit=limit)
+    jobs = c.store.list_jobs(status=status, target=target, queue=queue, limit=limit)
     look = Look(c, time.time())
     if as_json:
         click.echo(json.dumps([job_dict(j, look) for j in jobs], indent=2))
@@ -384,8 +390,10 @@ def prune(older_than: str) -> None:
 @click.option("--requeue-on-stop", is_flag=True,
               help="On SIGTERM/Ctrl-C end the running job and queue it again (default: let "
                    "it finish).")
+@click.option("--queue", "queues", metavar="A,B",
+              help="Serve only these queues (comma-separated); every queue without it.")
 @handled
-def worker(requeue_on_stop: bool) -> None:
+def worker(requeue_on_stop: bool, queues: str | None) -> None:
     """Run the runner loop in the foreground (for systemd, supervisord, NSSM).
 
     With every slot taken by runners started on demand, it waits for one of them to
@@ -394,10 +402,11 @@ def worker(requeue_on_stop: bool) -> None:
     from bgrun import allowlist
     from bgrun.worker import run_worker
 
+    served = None if queues is None else parse_queue_list(queues)
     config = Config.load()
     if store_missing(config):  # a new store only where an allowlist says "project"
         allowlist.load(config.allowlist)
-    run_worker(config, requeue_on_stop=requeue_on_stop, say=click.echo)
+    run_worker(config, requeue_on_stop=requeue_on_stop, say=click.echo, queues=served)
 
 
 @cli.command()

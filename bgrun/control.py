@@ -51,10 +51,10 @@ def cancel_job(ctx: Context, job_id: str, by: str) -> JobRecord:
     before = ctx.store.get(job_id)
     job = ctx.store.cancel(job_id, time.time())
     if job.stored_status == State.CANCELLED:
-        ctx.log.event(job=job.id, target=job.target, method=job.method, status=JobStatus.CANCELLED,
-                      attempt=job.attempts, by=by)
+        ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
+                      status=JobStatus.CANCELLED, attempt=job.attempts, by=by)
     else:
-        ctx.log.event(job=job.id, target=job.target, method=job.method,
+        ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
                       status="cancel-requested", attempt=before.attempts, by=by)
         settle_orphans(ctx)  # no live runner to do it: settle it here
     return ctx.store.get(job_id)
@@ -63,23 +63,26 @@ def cancel_job(ctx: Context, job_id: str, by: str) -> JobRecord:
 def retry_job(ctx: Context, job_id: str, by: str) -> JobRecord:
     """Queue a failed or cancelled job again under the same id; attempts start from 0."""
     job = ctx.store.retry(job_id, time.time())
-    ctx.log.event(job=job.id, target=job.target, method=job.method, status=JobStatus.QUEUED,
-                  attempt=0, by=by, note="retry")
+    ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
+                  status=JobStatus.QUEUED, attempt=0, by=by, note="retry")
     ensure_runner(ctx)
     return job
 
 
 def delete_jobs(ctx: Context, job_ids: list[str], by: str) -> list[str]:
     """Delete finished jobs and their output files; refuse one that has not finished."""
+    queues = {}
     for job_id in job_ids:
         job = ctx.store.get(job_id)
         if not job.status_at(time.time()).finished:
             raise InvalidStateError(f"job {job_id} is {job.status_at(time.time()).value}:"
                                     " only finished jobs can be deleted")
+        queues[job.id] = job.queue
     deleted = ctx.store.delete(job_ids)
     for job_id in deleted:
         output_path(ctx.config.log_dir, job_id).unlink(missing_ok=True)
-        ctx.log.event(job=job_id, target="-", method="-", status="deleted", by=by)
+        ctx.log.event(job=job_id, target="-", method="-", queue=queues.get(job_id),
+                      status="deleted", by=by)
     return deleted
 
 

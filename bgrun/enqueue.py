@@ -16,6 +16,7 @@ from bgrun.files import private_dir
 from bgrun.joblog import EventLog
 from bgrun.launcher import without_secrets
 from bgrun.params import encode_params, split_call
+from bgrun.queues import DEFAULT_QUEUE, check_queue_name
 from bgrun.records import JobStatus
 from bgrun.settle import ensure_runner, settle_orphans_now_and_then
 from bgrun.store import NewJob
@@ -34,6 +35,7 @@ class Request(NamedTuple):
     unique: str | None = None
     check_import: bool = True
     kwargs: object = None  # keyword arguments beside a positional list `params`
+    queue: str | None = None
 
 
 def validate(config: Config, req: Request, now: float) -> NewJob:
@@ -47,6 +49,8 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
         rule = rules.check(req.target, req.method)
     except NotAllowedError as exc:
         raise _with_split_hint(exc, rules, req.target) from None
+    # The call's queue wins over the target's default in the allowlist.
+    queue = check_queue_name(req.queue) if req.queue is not None else rule.queue
     params_json = encode_params(req.params, config.max_params_bytes, config.max_params_depth,
                                 req.kwargs)
     cwd = os.getcwd()
@@ -68,7 +72,7 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
         target=req.target, method=req.method, params_json=params_json, priority=priority,
         retries=retries, timeout=timeout, run_at=now + req.delay, cwd=cwd,
         python=config.require_python(), env_json=json.dumps(without_secrets(os.environ)),
-        allowlist=str(config.allowlist), unique_key=req.unique,
+        allowlist=str(config.allowlist), unique_key=req.unique, queue=queue or DEFAULT_QUEUE,
     )
 
 
@@ -78,8 +82,6 @@ def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
     Returns (job id, True if a new job was stored). A refusal is written to the error log
     with `job=-` and raised; nothing is stored then.
     """
-    ctx.log.check()  # an unwritable log refuses the job before it is stored
-    req = _plain_names(req)
     now = time.time()
     try:
         job = validate(ctx.config, req, now)
@@ -98,14 +100,19 @@ def submit(config: Config, req: Request) -> tuple[str, bool]:
     """
     req = _plain_names(req)
     now = time.time()
-    try:
-        job = validate(config, req, now)
-    except BgrunError as exc:
-        _log_refusal_if_project(config, req, exc)
-        raise
+    job = checked(config, req, now)
     ctx = context_for(config)
     ctx.log.check()  # an unwritable log refuses the job before it is stored
     return _store(ctx, job, now)
+
+
+def checked(config: Config, req: Request, now: float) -> NewJob:
+    """validate(), a refusal recorded (where there is a project) before it is raised."""
+    try:
+        return validate(config, req, now)
+    except BgrunError as exc:
+        _log_refusal_if_project(config, req, exc)
+        raise
 
 
 def _log_refusal_if_project(config: Config, req: Request, exc: BgrunError) -> None:
@@ -121,6 +128,7 @@ def _log_refusal_if_project(config: Config, req: Request, exc: BgrunError) -> No
 
 def _log_refusal(log: EventLog, req: Request, exc: BgrunError) -> None:
     log.event(job="-", target=_loggable(req.target), method=_loggable(req.method),
+              queue=_loggable(req.queue) if req.queue is not None else None,
               status="rejected", error=f"{exc.kind}: {exc}")
 
 
@@ -131,8 +139,8 @@ def _store(ctx: Context, job: NewJob, now: float) -> tuple[str, bool]:
     if created:
         try:
             status = JobStatus.SCHEDULED if job.run_at > now else JobStatus.QUEUED
-            ctx.log.event(job=job_id, target=job.target, method=job.method, status=status,
-                          attempt=0,
+            ctx.log.event(job=job_id, target=job.target, method=job.method, queue=job.queue,
+                          status=status, attempt=0,
                           priority=job.priority, retries=job.retries,
                           run_at=None if job.run_at <= now else f"{job.run_at - now:.1f}s")
         except ConfigError as exc:  # stored, and durable: say so, never hide it
@@ -148,7 +156,8 @@ def _plain_names(req: Request) -> Request:
     def fix(value: Any) -> Any:
         return allowlist.plain(value) if isinstance(value, str) else value
 
-    return req._replace(target=fix(req.target), method=fix(req.method), unique=fix(req.unique))
+    return req._replace(target=fix(req.target), method=fix(req.method), unique=fix(req.unique),
+                        queue=fix(req.queue))
 
 
 def _with_split_hint(exc: NotAllowedError, rules: allowlist.Allowlist, target: object

@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from bgrun import allowlist
 from bgrun.attempt import Verdict, run_attempt
 from bgrun.config import Config
 from bgrun.context import Context, context_for
-from bgrun.enqueue import Request, validate
+from bgrun.enqueue import Request, checked
 from bgrun.follow import follow
 from bgrun.locks import FileLock
+from bgrun.queues import QueuePlan
 from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import record
 from bgrun.slots import slot_lock
@@ -29,18 +31,18 @@ def run_foreground(config: Config, req: Request, write: Callable[[bytes], object
     """
     slot = -os.getpid()
     now = time.time()
-    job = validate(config, req, now)._replace(held=slot)
+    job = checked(config, req, now)._replace(held=slot)
     ctx = context_for(config)
     lock: FileLock = slot_lock(ctx.state, slot)
     with lock:
         job_id, _ = ctx.store.insert(job, now)
-        ctx.log.event(job=job_id, target=job.target, method=job.method, status=JobStatus.QUEUED,
-                      attempt=0, note="foreground")
+        ctx.log.event(job=job_id, target=job.target, method=job.method, queue=job.queue,
+                      status=JobStatus.QUEUED, attempt=0, note="foreground")
         while True:
-            claimed = ctx.store.claim_one(job_id, time.time(), slot, os.getpid())
+            claimed = _claim_when_free(ctx, job_id, slot)
             if claimed is None:
                 return ctx.store.get(job_id)
-            ctx.log.event(job=job_id, target=job.target, method=job.method,
+            ctx.log.event(job=job_id, target=job.target, method=job.method, queue=job.queue,
                           status=JobStatus.RUNNING, attempt=claimed.attempts, pid=os.getpid())
             verdict = _attempt_following(ctx, claimed, write)
             state = record(ctx, claimed, verdict)
@@ -50,6 +52,20 @@ def run_foreground(config: Config, req: Request, write: Callable[[bytes], object
     with contextlib.suppress(OSError):
         os.unlink(lock.path)  # per-pid lock files would pile up otherwise
     return ctx.store.get(job_id)
+
+
+def _claim_when_free(ctx: Context, job_id: str, slot: int) -> JobRecord | None:
+    """Claim our job as soon as its queue has a free slot; None once it no longer waits.
+
+    A foreground run honours queue limits like any runner: it waits while its queue is
+    full (or paused), and its allowlist is read again each time, as a runner's is.
+    """
+    while True:
+        plan = QueuePlan(None, allowlist.load(ctx.config.allowlist).limits)
+        claimed = ctx.store.claim_one(job_id, time.time(), slot, os.getpid(), plan)
+        if claimed is not None or ctx.store.get(job_id).stored_status != State.WAITING:
+            return claimed
+        time.sleep(ctx.config.tick)
 
 
 def _attempt_following(ctx: Context, job: JobRecord, write: Callable[[bytes], object]

@@ -98,11 +98,16 @@ class EventLog:
         method: str,
         status: str,
         attempt: int = 0,
+        queue: str | None = None,
         **extra: object,
     ) -> None:
-        """Write one event; one with an `error` goes to the error log too, with its traceback."""
+        """Write one event; one with an `error` goes to the error log too, with its traceback.
+
+        `queue` is written after `method` on every line about a job (SPEC: `queue=`).
+        """
         traceback = extra.pop("traceback", None)
-        fields = {"job": job, "class": target, "method": method, "status": status,
+        fields = {"job": job, "class": target, "method": method,
+                  **({"queue": queue} if queue is not None else {}), "status": status,
                   "attempt": attempt, **{k: v for k, v in extra.items() if v is not None}}
         now = datetime.now(UTC)
         try:

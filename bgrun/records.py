@@ -97,6 +97,7 @@ class JobRecord(NamedTuple):
     runner_pid: int | None
     child_pid: int | None
     progress_json: str | None
+    queue: str
     output: str
 
     def status_at(self, now: float) -> JobStatus:
@@ -116,6 +117,7 @@ class JobRecord(NamedTuple):
             "kwargs": kwargs,
             "status": self.status_at(now).value,
             "priority": self.priority,
+            "queue": self.queue,
             "attempts": self.attempts,
             "retries": self.retries,
             "timeout": self.timeout,

@@ -41,13 +41,14 @@ def job_table(jobs: list[JobRecord],
               why_waiting: Callable[[JobRecord], str | None] = lambda job: None) -> str:
     """`bgrun list` as an aligned table; the last column says why a queued job waits."""
     now = time.time()
-    rows = [("ID", "STATUS", "JOB", "TRIES", "PROGRESS", "CREATED (UTC)",
+    rows = [("ID", "STATUS", "JOB", "QUEUE", "TRIES", "PROGRESS", "CREATED (UTC)",
              "ERROR / WAITING FOR")]
     for job in jobs:
         rows.append((
             job.id,
             job.status_at(now).value,
             one_line(f"{job.target}.{job.method}", 50),
+            job.queue,
             f"{job.attempts}/{job.retries + 1}",
             progress_cell(progress_of(job.progress_json)),
             short_time(job.created_at),
@@ -67,9 +68,9 @@ def _why(reason: str | None) -> str | None:
 def job_page(job: dict[str, Any], attempts: list[AttemptRecord]) -> str:
     """`bgrun show` for people: fields, attempts, and the traceback printed readably."""
     lines = [f"job {job['id']}: {job['target']}.{job['method']}  [{job['status']}]"]
-    for key in ("waiting_reason", "params", "kwargs", "priority", "attempts", "retries", "timeout",
-                "unique", "created_at", "run_at", "started_at", "finished_at", "result",
-                "error", "cwd", "output"):
+    for key in ("waiting_reason", "params", "kwargs", "queue", "priority", "attempts",
+                "retries", "timeout", "unique", "created_at", "run_at", "started_at",
+                "finished_at", "result", "error", "cwd", "output"):
         if job.get(key) is not None:
             lines.append(f"  {key + ':':13} {one_line(str(job[key]), 200)}")
     if job.get("progress"):

@@ -20,6 +20,7 @@ import signal
 import time
 from types import FrameType
 
+from bgrun import allowlist
 from bgrun.attempt import run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
@@ -28,6 +29,7 @@ from bgrun.joblog import EventLog
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
+from bgrun.queues import QueuePlan
 from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner, start_runner_for
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire, worker_waiting
@@ -41,13 +43,16 @@ class Runner:
     """One runner process, holding one slot for its life."""
 
     def __init__(self, ctx: Context, slot: int, lock: FileLock, *, linger: bool = False,
-                 requeue_on_stop: bool = False) -> None:
+                 requeue_on_stop: bool = False, queues: frozenset[str] | None = None) -> None:
         self.ctx = ctx
         self.slot = slot
         self.lock = lock
         self.linger = linger  # a foreground worker never leaves on idleness
         self.requeue_on_stop = requeue_on_stop
-        self.waker = Waker(ctx.state)
+        self.queues = queues  # None: every queue (runners started on demand)
+        # A worker that serves some queues only must not answer callers' wake-ups: a
+        # caller that woke it would count on it for a job it never takes. It polls.
+        self.waker = Waker(ctx.state, answers=queues is None)
         self.keeper: FileLock | None = None
         self.stopping = False
         self.child: tuple[int, float] | None = None  # the running attempt's (pid, start)
@@ -58,7 +63,8 @@ class Runner:
     def register(self) -> None:
         """Be seen in the runners view (`bgrun runners`) while holding this slot."""
         pid = os.getpid()
-        self.ctx.store.register_runner(self.slot, pid, process_start(pid), time.time())
+        queues = None if self.queues is None else ",".join(sorted(self.queues))
+        self.ctx.store.register_runner(self.slot, pid, process_start(pid), time.time(), queues)
 
     def serve(self) -> None:
         """Run jobs until there is nothing left to do (or a stop signal)."""
@@ -74,7 +80,8 @@ class Runner:
             if time.monotonic() - last_settle >= SETTLE_EVERY:
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
                 last_settle = time.monotonic()
-            job = self.ctx.store.claim(time.time(), self.slot, os.getpid())
+            plan = self._plan()
+            job = self.ctx.store.claim(time.time(), self.slot, os.getpid(), plan)
             if job is not None:
                 self.waker.busy()
                 if not self._run(job):  # spreads once its attempt has started (_child_started)
@@ -87,7 +94,7 @@ class Runner:
                 continue
             self.waker.idle()
             self.last_spread = float("-inf")  # the next burst's first attempt looks again
-            next_at = self.ctx.store.next_run_at()  # once more, now that callers can wake us
+            next_at = self.ctx.store.next_run_at(plan)  # once more, now callers can wake us
             now = time.time()
             due = next_at is not None and next_at <= now
             if due and not looked_again:
@@ -99,6 +106,15 @@ class Runner:
             wait = next_at - now if next_at is not None and not due else self.ctx.config.tick
             self.waker.sleep(min(wait, self.ctx.config.tick))
         self.waker.busy()
+
+    def _plan(self) -> QueuePlan:
+        """The queues this runner serves, under the limits of its allowlist as it is now.
+
+        Read before every claim (a cached parse while the file is unchanged), so a limit
+        changed in the allowlist holds from the next claim. A broken allowlist raises
+        AllowlistError: with its limits unknown, nothing may be claimed.
+        """
+        return QueuePlan(self.queues, allowlist.load(self.ctx.config.allowlist).limits)
 
     def _may_leave(self, next_at: float | None, idle_since: float) -> bool:
         if self.linger or time.monotonic() - idle_since < self.ctx.config.runner_idle:
@@ -139,7 +155,7 @@ class Runner:
     def _leave(self) -> bool:
         """Give up the slot; True to exit, False if a last look found work (slot retaken)."""
         self._give_up_slot()
-        next_at = self.ctx.store.next_run_at()
+        next_at = self.ctx.store.next_run_at(self._plan())
         if next_at is None or next_at > time.time():
             return True
         taken = take_free_slot(self.ctx.state, self.ctx.config.concurrency)
@@ -164,7 +180,10 @@ class Runner:
         if time.monotonic() - self.last_spread < SPREAD_EVERY:
             return
         self.last_spread = time.monotonic()
-        next_at = self.ctx.store.next_run_at()
+        # Ready jobs of any queue count (runners started on demand serve them all), but
+        # not those of a queue at its limit: another runner could not take them either.
+        plan = QueuePlan(None, allowlist.load(self.ctx.config.allowlist).limits)
+        next_at = self.ctx.store.next_run_at(plan)
         if next_at is not None and next_at <= time.time() and any_slot_free(
             self.ctx.state, self.ctx.config.concurrency
         ):
@@ -174,7 +193,7 @@ class Runner:
         """Run one claimed attempt and record it; False when the runner must stop."""
         ctx = self.ctx
         try:
-            ctx.log.event(job=job.id, target=job.target, method=job.method,
+            ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
                           status=JobStatus.RUNNING, attempt=job.attempts, pid=os.getpid())
         except ConfigError:  # the log cannot be written: the job waits for a fixed folder
             ctx.store.hand_back(job.id, job.attempts)
@@ -190,7 +209,7 @@ class Runner:
         if verdict.outcome == Outcome.HANDBACK or (self.stopping and self.requeue_on_stop
                                                    and verdict.outcome == Outcome.FAILED):
             if ctx.store.hand_back(job.id, job.attempts):
-                ctx.log.event(job=job.id, target=job.target, method=job.method,
+                ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
                               status=JobStatus.QUEUED, attempt=job.attempts - 1,
                               error=verdict.error if verdict.outcome == Outcome.HANDBACK else None,
                               note="handed back")

@@ -102,7 +102,8 @@ def record(ctx: Context, job: JobRecord, verdict: Verdict) -> State | None:
         return None
     status = Outcome.RETRYING if state == State.WAITING else state
     ctx.log.event(
-        job=job.id, target=job.target, method=job.method, status=status, attempt=job.attempts,
+        job=job.id, target=job.target, method=job.method, queue=job.queue, status=status,
+        attempt=job.attempts,
         error=verdict.error if state != State.COMPLETED else None, traceback=verdict.traceback,
         retry_in=None if retry_at is None else f"{retry_at - now:.1f}s",
     )

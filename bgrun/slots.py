@@ -87,13 +87,14 @@ def slot_if_dead(state: Path, slot: int) -> Iterator[bool]:
 class Waker:
     """The runner's side of the wake FIFO: open while idle, closed while busy."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, *, answers: bool = True) -> None:
         self.path = state / "wake.fifo"
+        self.answers = answers  # False: never counted as idle, never woken (it polls)
         self._fd: int | None = None
 
     def idle(self) -> None:
         """Start accepting wake-ups (callers now count this runner as idle)."""
-        if sys.platform == "win32" or self._fd is not None:
+        if sys.platform == "win32" or self._fd is not None or not self.answers:
             return
         _make_fifo(self.path)
         # O_RDWR: a reader that is also a writer never sees end-of-file (no busy loop).

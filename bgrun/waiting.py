@@ -27,6 +27,7 @@ class Look:
         self.now = now
         self._allowlists: dict[str, str | None] = {}
         self._running: int | None = None
+        self._in_queue: dict[str, int] = {}
 
     def allowlist_problem(self, path: str) -> str | None:
         """Why the allowlist at `path` is unusable, or None when it can be used."""
@@ -45,6 +46,14 @@ class Look:
         return self._running
 
 
+    def running_in_queue(self, queue: str) -> int:
+        """How many jobs of `queue` are running now."""
+        if queue not in self._in_queue:
+            running = self.ctx.store.list_jobs(status="running", queue=queue, limit=0)
+            self._in_queue[queue] = len(running)
+        return self._in_queue[queue]
+
+
 #: One reason a ready job may wait: a phrase for users, or None when it does not apply.
 Reason = Callable[[JobRecord, Look], "str | None"]
 
@@ -57,6 +66,21 @@ def allowlist_unusable(job: JobRecord, look: Look) -> str | None:
     return f"the allowlist is unusable (fix it, then run bgrun recover): {problem}"
 
 
+def queue_at_limit(job: JobRecord, look: Look) -> str | None:
+    """The job's queue is paused, or runs as many jobs as its limit allows."""
+    if look.allowlist_problem(job.allowlist) is not None:
+        return None
+    limit = allowlist.load(Path(job.allowlist)).limits.get(job.queue)
+    if limit is None:
+        return None
+    if limit == 0:
+        return f"queue {job.queue} is paused (concurrency = 0 in {job.allowlist})"
+    running = look.running_in_queue(job.queue)
+    if running < limit:
+        return None
+    return f"queue {job.queue} is at its limit ({running} running, concurrency = {limit})"
+
+
 def every_slot_busy(job: JobRecord, look: Look) -> str | None:
     """Every runner slot is running a job: the next free one takes the best ready job."""
     concurrency = look.ctx.config.concurrency
@@ -65,9 +89,8 @@ def every_slot_busy(job: JobRecord, look: Look) -> str | None:
     return f"every slot is busy ({concurrency} running, BGRUN_CONCURRENCY={concurrency})"
 
 
-#: Asked in order; the first reason that answers is the one shown. Queues add theirs
-#: (a queue at its limit, a paused queue) here, before every_slot_busy.
-REASONS: list[Reason] = [allowlist_unusable, every_slot_busy]
+#: Asked in order; the first reason that answers is the one shown.
+REASONS: list[Reason] = [allowlist_unusable, queue_at_limit, every_slot_busy]
 
 
 def job_dict(job: JobRecord, look: Look) -> dict[str, Any]:

@@ -40,8 +40,10 @@ class _Stop:
             self.runner.stop(signum, frame)
 
 
-def run_worker(config: Config, *, requeue_on_stop: bool, say: Callable[[str], None]) -> None:
-    """Serve jobs until SIGTERM or Ctrl-C, waiting first for a slot if none is free."""
+def run_worker(config: Config, *, requeue_on_stop: bool, say: Callable[[str], None],
+               queues: frozenset[str] | None = None) -> None:
+    """Serve jobs (of `queues` only, if given) until SIGTERM or Ctrl-C, waiting first for
+    a slot if none is free."""
     ctx = Context.open(config, Role.RUNNER)
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
@@ -55,7 +57,7 @@ def run_worker(config: Config, *, requeue_on_stop: bool, say: Callable[[str], No
     say(f"bgrun worker: started, pid {os.getpid()}, slot {slot + 1} of"
         f" {config.concurrency}, store {config.store}")
     runner = stop.runner = Runner(ctx, slot, lock, linger=True,
-                                  requeue_on_stop=requeue_on_stop)
+                                  requeue_on_stop=requeue_on_stop, queues=queues)
     try:
         if not stop.requested:
             runner.serve()

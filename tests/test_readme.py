@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -82,3 +83,30 @@ def test_allowlist_example_matches_the_file():
     shipped = (ROOT / "allowlist.toml").read_text()
     for target in re.findall(r'\[jobs\."([^"]+)"\]', toml):
         assert f'[jobs."{target}"]' in shipped
+
+
+def test_queues_example(project):
+    folder = example_folder(project.path)
+    toml = next(b for b in blocks("toml") if "[queues.reports]" in b)
+    assert toml.split("#")[0].strip() in (ROOT / "allowlist.toml").read_text()
+    block = next(b for b in blocks("sh") if "--queue reports" in b)
+    ids = []
+    for line in block.splitlines():
+        command = line.split("  #")[0].strip()
+        if command.startswith("bgrun worker"):
+            continue  # serves until stopped
+        result = run_shell(command, folder)
+        assert result.returncode == 0, (command, result.stderr)
+        if command.startswith("bgrun exec"):
+            ids.append(result.stdout.strip())
+        else:
+            listed = result.stdout
+    rows = {line.split()[0]: line.split()[1] for line in listed.splitlines()[1:]}
+    assert set(rows) == {ids[0], ids[1]}, listed  # the reports jobs only
+    assert list(rows.values()).count("running") <= 1, listed
+    waited = run_shell(f"bgrun wait {ids[1]} --timeout 60 && bgrun wait {ids[2]}", folder)
+    assert waited.returncode == 0, waited.stderr
+    first, second = (json.loads(run_shell(f"bgrun show {i} --json", folder).stdout)
+                     for i in ids[:2])
+    assert first["queue"] == second["queue"] == "reports"
+    assert second["started_at"] >= first["finished_at"]  # one at a time

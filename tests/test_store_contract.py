@@ -18,6 +18,7 @@ import pytest
 
 from bgrun.config import Config
 from bgrun.errors import InvalidStateError, NoSuchJobError
+from bgrun.queues import QueuePlan
 from bgrun.records import JobStatus, Outcome, State
 from bgrun.store import NewJob, Role, Store, open_store
 
@@ -427,3 +428,55 @@ def test_a_database_url_is_refused_until_a_backend_serves_it(tmp_path):
             Config.load(cwd=tmp_path, environ={"BGRUN_STORE": url})
         assert "s3cret" not in str(info.value) and "SQLite only" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- named queues ------------------------------------------------------------------------
+
+
+def queued(store: Store, queue: str, priority: int = 0, run_at: float = T) -> str:
+    return store.insert(job(priority=priority, run_at=run_at)._replace(queue=queue), T)[0]
+
+
+def test_claims_honour_queue_limits_and_priority_across_queues(store):
+    plan = QueuePlan(None, {"reports": 2, "held": 0})
+    reports = [queued(store, "reports", priority=9) for _ in range(3)]
+    queued(store, "held", priority=10)
+    other = queued(store, "default", priority=1)
+    claimed = [store.claim(T, 0, 1, plan) for _ in range(4)]
+    assert [c.id if c else None for c in claimed] == [reports[0], reports[1], other, None]
+    assert store.next_run_at(plan) is None  # only full or paused queues wait
+    assert store.next_run_at() == T  # without limits, they would be claimable
+    assert store.finish(reports[0], 1, T, outcome=Outcome.COMPLETED) == State.COMPLETED
+    assert store.claim(T, 0, 1, plan).id == reports[2]  # its slot was freed
+    assert [j.queue for j in store.list_jobs(queue="reports", limit=0)] == ["reports"] * 3
+
+
+def test_a_lowered_limit_lets_no_claim_through_until_the_count_falls_under_it(store):
+    jobs = [queued(store, "q") for _ in range(4)]
+    for _ in range(3):
+        assert store.claim(T, 0, 1, QueuePlan(None, {"q": 3})) is not None
+    lowered = QueuePlan(None, {"q": 1})
+    store.finish(jobs[0], 1, T, outcome=Outcome.COMPLETED)
+    assert store.claim(T, 0, 1, lowered) is None  # 2 still run: over the new limit
+    assert store.claim_one(jobs[3], T, -5, 5, lowered) is None  # `bgrun run` waits too
+    store.finish(jobs[1], 1, T, outcome=Outcome.FAILED)
+    assert store.claim(T, 0, 1, lowered) is None  # 1 runs: at the limit
+    store.hand_back(jobs[2], 1)
+    assert store.claim(T, 0, 1, lowered).id == jobs[2]
+
+
+def test_a_runner_serving_some_queues_claims_only_from_them(store):
+    mail = queued(store, "mail", priority=0)
+    queued(store, "reports", priority=5)
+    plan = QueuePlan(frozenset({"mail", "sms"}), {})
+    assert store.next_run_at(plan) == T
+    assert store.claim(T, 0, 1, plan).id == mail
+    assert store.claim(T, 0, 1, plan) is None and store.next_run_at(plan) is None
+
+
+def test_two_running_jobs_never_hold_one_queue_slot(store, open_):
+    a, b = queued(store, "q"), queued(store, "q")
+    store.claim(T, 0, 1, QueuePlan(None, {"q": 1}))
+    # A runner that believes the limit is 2 takes slot 1, never slot 0 twice.
+    assert store.claim(T, 1, 2, QueuePlan(None, {"q": 2})) is not None
+    assert {j.id for j in store.list_jobs(status="running", queue="q", limit=0)} == {a, b}

@@ -26,7 +26,7 @@ BY = "dashboard"
 
 @bp.get("/jobs")
 def jobs() -> Response:
-    """Jobs newest first: ?status=S&target=T&limit=N (default 50)&before=ID.
+    """Jobs newest first: ?status=S&target=T&queue=Q&limit=N (default 50)&before=ID.
 
     A list stops early past about MAX_LIST_BYTES of JSON; whenever more may follow, a
     `Link: <…before=ID>; rel="next"` header says where the next page begins.
@@ -36,8 +36,8 @@ def jobs() -> Response:
     now = time.time()
 
     def fetch(before: str | None, limit: int) -> list[JobRecord]:
-        return store.list_jobs(status=filters.status, target=filters.target, limit=limit,
-                               before=before, now=now)
+        return store.list_jobs(status=filters.status, target=filters.target,
+                               queue=filters.queue, limit=limit, before=before, now=now)
 
     found, older = fill_page(fetch, filters)
     look = Look(dashboard().ctx, now)

@@ -87,8 +87,8 @@ def jobs() -> str:
     now = time.time()
 
     def fetch(before: str | None, limit: int) -> list[JobRecord]:
-        return store.list_jobs(status=filters.status, target=filters.target, limit=limit,
-                               before=before, now=now)
+        return store.list_jobs(status=filters.status, target=filters.target,
+                               queue=filters.queue, limit=limit, before=before, now=now)
 
     found, older = fill_page(fetch, filters)
     rows = [(job.to_dict(now), duration(timings(job, now)["ran"])) for job in found]

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgrun.errors import BadQueueError
 from bgrun.joblog import BIDI
+from bgrun.queues import check_queue_name
 from bgrun.records import JobRecord, JobStatus
 from bgrun.store.rows import parse_job_id
 
@@ -32,12 +34,13 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class Filters:
-    """Which jobs a list shows: status word, target, page (`before` id) and size."""
+    """Which jobs a list shows: status word, target, queue, page (`before` id) and size."""
 
     status: str | None = None
     target: str | None = None
     before: str | None = None
     limit: int = DEFAULT_LIMIT
+    queue: str | None = None
 
 
 def parse_filters(args: Mapping[str, str]) -> Filters:
@@ -51,7 +54,14 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
     before = args.get("before") or None
     if before is not None and parse_job_id(before) is None:
         raise QueryError("before must be a job id")
-    return Filters(status, target, before, parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
+    queue = (args.get("queue") or "").strip() or None
+    if queue is not None:
+        try:
+            check_queue_name(queue)
+        except BadQueueError as exc:
+            raise QueryError(f"queue: {exc}") from None
+    return Filters(status, target, before, parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+                   queue)
 
 
 #: Reads one batch of a list: (the `before` id or None, how many) -> jobs, newest first.

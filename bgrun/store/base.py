@@ -12,9 +12,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
+from bgrun.queues import QueuePlan
 from bgrun.records import AttemptRecord, JobRecord, Outcome, State
 from bgrun.store.rows import LaunchSpec, NewJob, RunningAttempt
 from bgrun.store.watch import RunnerRow
+
+#: Every queue, no limits: what a store method assumes without a plan.
+EVERY_QUEUE = QueuePlan()
 
 
 class Role(StrEnum):
@@ -52,21 +56,25 @@ class Store(Protocol):
 
     # -- the runner's side ---------------------------------------------------------------
 
-    def claim(self, now: float, slot: int, runner_pid: int) -> JobRecord | None:
+    def claim(self, now: float, slot: int, runner_pid: int, plan: QueuePlan = EVERY_QUEUE
+              ) -> JobRecord | None:
         """Take the best ready job: highest priority, then earliest ready, then oldest.
 
-        Only waiting jobs not held by a foreground run and ready at `now` qualify. The
-        job becomes running under (`slot`, `runner_pid`), its attempt count goes up by
-        one and its attempt is recorded; returns it as claimed, or None when no job is
-        ready. Atomic: two racing claims never take the same job.
+        Only waiting jobs not held by a foreground run and ready at `now` qualify, of the
+        queues `plan` serves, none of a queue that runs as many jobs as `plan` limits it
+        to. The job becomes running under (`slot`, `runner_pid`), holding a free slot of
+        its queue if the queue has a limit; its attempt count goes up by one and its
+        attempt is recorded; returns it as claimed, or None when no job is ready. Atomic:
+        two racing claims never take the same job, nor one queue slot.
         """
         ...
 
-    def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int
-                  ) -> JobRecord | None:
+    def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int,
+                  plan: QueuePlan = EVERY_QUEUE) -> JobRecord | None:
         """Claim this job as `claim` would, whatever its priority, hold or ready time.
 
-        None when it is not waiting (cancelled meanwhile, claimed by another). Atomic.
+        None when it is not waiting (cancelled meanwhile, claimed by another) or while
+        its queue is at its limit in `plan`. Atomic.
         """
         ...
 
@@ -123,8 +131,9 @@ class Store(Protocol):
         """
         ...
 
-    def next_run_at(self) -> float | None:
-        """When the earliest job a runner may claim is ready; None when none waits."""
+    def next_run_at(self, plan: QueuePlan = EVERY_QUEUE) -> float | None:
+        """When the earliest job a runner with `plan` may claim is ready; None when none
+        waits (jobs of a queue at its limit do not count until a slot frees)."""
         ...
 
     def running(self) -> list[RunningAttempt]:
@@ -138,12 +147,13 @@ class Store(Protocol):
         ...
 
     def list_jobs(self, *, status: str | None = None, target: str | None = None,
-                  limit: int = 50, before: str | None = None, now: float | None = None
-                  ) -> list[JobRecord]:
+                  queue: str | None = None, limit: int = 50, before: str | None = None,
+                  now: float | None = None) -> list[JobRecord]:
         """Jobs, newest (highest id) first.
 
         `status` is a status word (a JobStatus value, told at `now`: queued and
         scheduled are both waiting, apart by ready time); `target` an exact target;
+        `queue` a queue name;
         `before` a job id, for the page after it; `limit` 0 means all. Raises
         NoSuchJobError for a `before` that cannot be a job id, ValueError for a status
         that is no status word.

@@ -123,6 +123,15 @@ class Connection:
                     raise StoreError(f"store {self.path}: {exc}") from None
                 raise
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for a few reads in a row, outside any write transaction."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: {exc}") from None
+
     def read(self, sql: str, args: Params = ()) -> list[sqlite3.Row]:
         """The rows of one query (one statement: one consistent snapshot)."""
         with self._lock:

@@ -25,6 +25,7 @@ class NewJob(NamedTuple):
     allowlist: str
     unique_key: str | None = None
     held: int = 0  # a foreground `bgrun run` holds its job away from runners
+    queue: str = "default"
 
 
 class LaunchSpec(NamedTuple):
@@ -56,6 +57,7 @@ JOB_COLUMNS = (
     "id", "target", "method", "params", "status", "priority", "attempts", "retries", "timeout",
     "unique_key", "created_at", "run_at", "started_at", "finished_at", "error", "traceback",
     "result", "cwd", "allowlist", "cancel_requested", "runner_pid", "child_pid", "progress",
+    "queue",
 )
 
 
@@ -71,7 +73,7 @@ def job_record(row: Row, jobs: str) -> JobRecord:
         traceback=row["traceback"], result_json=row["result"], cwd=row["cwd"],
         allowlist=row["allowlist"], cancel_requested=bool(row["cancel_requested"]),
         runner_pid=row["runner_pid"], child_pid=row["child_pid"],
-        progress_json=row["progress"], output=output_in(jobs, job_id),
+        progress_json=row["progress"], queue=row["queue"], output=output_in(jobs, job_id),
     )
 
 

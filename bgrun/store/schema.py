@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bgrun.errors import StoreError
 
-VERSION = 3
+VERSION = 4
 
 _JOBS = """
 CREATE TABLE jobs (
@@ -45,7 +45,9 @@ CREATE TABLE jobs (
     runner_pid INTEGER,
     child_pid INTEGER,
     child_started REAL,
-    progress TEXT                           -- JSON {done, total, message, at} or NULL
+    progress TEXT,                          -- JSON {done, total, message, at} or NULL
+    queue TEXT NOT NULL DEFAULT 'default',  -- its named queue
+    queue_slot INTEGER                      -- while running: its slot of a limited queue
 );
 CREATE INDEX jobs_claim ON jobs (priority DESC, ready_at, id) WHERE status = 'waiting';
 CREATE INDEX jobs_next ON jobs (ready_at) WHERE status = 'waiting';
@@ -79,8 +81,22 @@ CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('waiting', 'running');
 """
 
+# Named queues. A running job of a queue with a limit holds one of the queue's numbered
+# slots (0 to limit - 1) until its attempt is settled: the unique index makes two running
+# jobs holding one slot impossible, whoever writes (the limit is never exceeded, even by
+# racing claims). While a queue is full, claims take the head of each other queue
+# (jobs_queue_claim, jobs_queue_next) instead of walking past the full queue's jobs.
+_QUEUES = """
+CREATE UNIQUE INDEX jobs_queue_slot ON jobs (queue, queue_slot)
+    WHERE status = 'running' AND queue_slot IS NOT NULL;
+CREATE INDEX jobs_queue ON jobs (queue, id);
+CREATE INDEX jobs_queue_claim ON jobs (queue, priority DESC, ready_at, id)
+    WHERE status = 'waiting';
+CREATE INDEX jobs_queue_next ON jobs (queue, ready_at) WHERE status = 'waiting';
+"""
+
 #: What a new store gets.
-SCHEMA = _JOBS + _RUNNERS + _UNIQUE_LIVE
+SCHEMA = _JOBS + _RUNNERS + _UNIQUE_LIVE + _QUEUES
 
 #: MIGRATIONS[n] takes a store from version n to n + 1.
 MIGRATIONS = {
@@ -99,6 +115,11 @@ UPDATE jobs SET unique_key = NULL
                    WHERE unique_key IS NOT NULL AND status IN ('waiting', 'running')
                    GROUP BY unique_key);
 """ + _UNIQUE_LIVE,
+    # named queues: every job so far is in `default`
+    3: """
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN queue_slot INTEGER;
+""" + _QUEUES,
 }
 
 

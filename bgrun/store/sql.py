@@ -17,9 +17,9 @@ LIVE = "status IN ('waiting', 'running')"  # the states that hold a unique key
 #: spares the id that SQLite's AUTOINCREMENT burns on a conflict (ids stay consecutive).
 INSERT = (
     "INSERT INTO jobs (target, method, params, status, priority, attempts, retries, timeout,"
-    " unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist, held)"
+    " unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist, held, queue)"
     " SELECT :target, :method, :params, 'waiting', :priority, 0, :retries, :timeout,"
-    " :unique_key, :now, :run_at, :run_at, :cwd, :python, :env, :allowlist, :held"
+    " :unique_key, :now, :run_at, :run_at, :cwd, :python, :env, :allowlist, :held, :queue"
     f" WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE unique_key = :unique_key AND {LIVE})"
     f" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND {LIVE} DO NOTHING"
     " RETURNING id"
@@ -27,21 +27,16 @@ INSERT = (
 #: The live job holding a unique key.
 UNIQUE_HOLDER = f"SELECT id FROM jobs WHERE unique_key = :key AND {LIVE}"
 
-_CLAIM = (
+#: Claim this one waiting job (chosen by queueslots.pick, or `bgrun run`'s own), with its
+#: slot of a limited queue (NULL otherwise).
+CLAIM_ONE = (
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,"
     " runner_slot = :slot, runner_pid = :pid, child_pid = NULL, child_started = NULL,"
-    " progress = NULL"  # a new attempt starts from nothing
-    " WHERE id = {which} AND status = 'waiting' RETURNING " + COLUMNS
+    " progress = NULL,"  # a new attempt starts from nothing
+    " queue_slot = :queue_slot WHERE id = :id AND status = 'waiting' RETURNING " + COLUMNS
 )
-#: Claim the best ready job: priority desc, then readiness, then age. INDEXED BY: left
-#: to itself the planner picks jobs_status and sorts every waiting job, where the claim
-#: index hands the first one over directly.
-CLAIM_NEXT = _CLAIM.format(
-    which="(SELECT id FROM jobs INDEXED BY jobs_claim WHERE status = 'waiting' AND held = 0"
-    " AND ready_at <= :now ORDER BY priority DESC, ready_at, id LIMIT 1)"
-)
-#: Claim this one waiting job, whatever its priority or hold (`bgrun run`).
-CLAIM_ONE = _CLAIM.format(which=":id")
+#: The queue of a waiting job.
+QUEUE_OF_WAITING = "SELECT queue FROM jobs WHERE id = :id AND status = 'waiting'"
 #: Count the attempt a claim started.
 START_ATTEMPT = "INSERT INTO attempts (job_id, number, started_at) VALUES (:id, :number, :now)"
 
@@ -66,7 +61,7 @@ FINISH = (
     f" ready_at = CASE WHEN {_RETRYING} THEN :retry_at ELSE ready_at END,"
     f" run_at = CASE WHEN {_RETRYING} THEN :retry_at ELSE run_at END,"
     " error = :error, traceback = :traceback, result = :result,"
-    " child_pid = NULL, runner_pid = NULL, runner_slot = NULL,"
+    " child_pid = NULL, runner_pid = NULL, runner_slot = NULL, queue_slot = NULL,"
     " progress = COALESCE(:progress, progress)"  # the last report lands with the verdict
     " WHERE id = :id AND status = 'running' AND attempts = :attempt RETURNING status"
 )
@@ -75,13 +70,10 @@ FINISH_ATTEMPT = ("UPDATE attempts SET finished_at = :now, outcome = :outcome, e
 #: Return a claimed attempt to waiting, uncounted.
 HAND_BACK = (
     "UPDATE jobs SET status = 'waiting', attempts = attempts - 1, started_at = NULL,"
-    " child_pid = NULL, runner_pid = NULL, runner_slot = NULL"
+    " child_pid = NULL, runner_pid = NULL, runner_slot = NULL, queue_slot = NULL"
     " WHERE id = :id AND status = 'running' AND attempts = :attempt"
 )
 DROP_ATTEMPT = "DELETE FROM attempts WHERE job_id = :id AND number = :attempt"
-#: When the earliest claimable job is ready (held jobs are a foreground's own).
-NEXT_RUN_AT = ("SELECT MIN(ready_at) FROM jobs INDEXED BY jobs_next"
-               " WHERE status = 'waiting' AND held = 0")
 RUNNING = "SELECT id, attempts, runner_slot, runner_pid FROM jobs WHERE status = 'running'"
 
 GET = f"SELECT {COLUMNS} FROM jobs WHERE id = :id"
@@ -94,6 +86,7 @@ LIST_BY_STATUS: dict[str | None, str] = {
     **{s: f"status = '{s}'" for s in ("running", "completed", "failed", "cancelled")},
 }
 LIST_TARGET = " AND (target = :target OR (target = :owner AND method = :method))"
+LIST_QUEUE = " AND queue = :queue"
 LIST_BEFORE = " AND id < :before"
 LIST_ORDER = " ORDER BY id DESC"
 COUNTS = (
@@ -127,3 +120,37 @@ _FINISHED = "status IN ('completed', 'failed', 'cancelled')"
 DELETE = f"DELETE FROM jobs WHERE id = :id AND {_FINISHED}"
 DELETE_ATTEMPTS = "DELETE FROM attempts WHERE job_id = :id"
 FINISHED_BEFORE = f"SELECT id FROM jobs WHERE {_FINISHED} AND finished_at < :cutoff"
+
+# -- named queues (queueslots.py): see schema.py's _QUEUES for the slots and indexes ---
+
+#: How many jobs of a queue run. INDEXED BY: by queue, the planner would count every
+#: job the queue ever had.
+RUNNING_IN_QUEUE = ("SELECT COUNT(*) FROM jobs INDEXED BY jobs_status"
+                    " WHERE status = 'running' AND queue = :queue")
+#: The slots of a limited queue its running jobs hold.
+QUEUE_SLOTS_TAKEN = ("SELECT queue_slot FROM jobs INDEXED BY jobs_queue_slot"
+                     " WHERE status = 'running' AND queue = :queue AND queue_slot IS NOT NULL")
+#: The best ready job of any queue. INDEXED BY: left to itself the planner picks
+#: jobs_status and sorts every waiting job, where the claim index hands over the first.
+BEST_READY = ("SELECT id, queue, priority, ready_at FROM jobs INDEXED BY jobs_claim"
+              " WHERE status = 'waiting' AND held = 0 AND ready_at <= :now"
+              " ORDER BY priority DESC, ready_at, id LIMIT 1")
+#: The best ready job of one queue.
+BEST_READY_IN = ("SELECT id, queue, priority, ready_at FROM jobs INDEXED BY jobs_queue_claim"
+                 " WHERE status = 'waiting' AND queue = :queue AND held = 0 AND ready_at <= :now"
+                 " ORDER BY priority DESC, ready_at, id LIMIT 1")
+#: When the earliest claimable job is ready (held jobs are a foreground's own).
+NEXT_READY = ("SELECT ready_at FROM jobs INDEXED BY jobs_next"
+              " WHERE status = 'waiting' AND held = 0 ORDER BY ready_at LIMIT 1")
+#: The same, in one queue.
+NEXT_READY_IN = ("SELECT ready_at FROM jobs INDEXED BY jobs_queue_next"
+                 " WHERE status = 'waiting' AND queue = :queue AND held = 0"
+                 " ORDER BY ready_at LIMIT 1")
+#: Every queue with a waiting job: a skip-scan, one index seek per queue.
+WAITING_QUEUES = (
+    "WITH RECURSIVE q(name) AS ("
+    " SELECT MIN(queue) FROM jobs INDEXED BY jobs_queue_claim WHERE status = 'waiting'"
+    " UNION ALL SELECT (SELECT MIN(queue) FROM jobs INDEXED BY jobs_queue_claim"
+    " WHERE status = 'waiting' AND queue > q.name) FROM q WHERE q.name IS NOT NULL)"
+    " SELECT name FROM q WHERE name IS NOT NULL"
+)

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from bgrun.errors import Failure, InvalidStateError, NoSuchJobError, StoreError
 from bgrun.jobfiles import jobs_dir
+from bgrun.queues import QueuePlan
 from bgrun.records import AttemptRecord, JobRecord, JobStatus, Outcome, State
 from bgrun.store import sql
-from bgrun.store.base import Role
+from bgrun.store.base import EVERY_QUEUE, Role
 from bgrun.store.connect import Connection, Params
+from bgrun.store.queueslots import free_slot, full_queues, next_ready, pick
 from bgrun.store.rows import (
     LaunchSpec,
     NewJob,
@@ -70,7 +72,7 @@ class SqliteStore(WatchStore):
                 "priority": job.priority, "retries": job.retries, "timeout": job.timeout,
                 "unique_key": job.unique_key, "now": now, "run_at": job.run_at,
                 "cwd": job.cwd, "python": job.python, "env": job.env_json,
-                "allowlist": job.allowlist, "held": job.held}
+                "allowlist": job.allowlist, "held": job.held, "queue": job.queue}
         with self._db.write() as db:
             row = db.execute(sql.INSERT, args).fetchone()
             if row is not None:
@@ -84,22 +86,32 @@ class SqliteStore(WatchStore):
 
     # -- the runner's side ---------------------------------------------------------------
 
-    def claim(self, now: float, slot: int, runner_pid: int) -> JobRecord | None:
-        return self._claim(sql.CLAIM_NEXT, {"now": now, "slot": slot, "pid": runner_pid})
-
-    def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int
-                  ) -> JobRecord | None:
-        return self._claim(sql.CLAIM_ONE, {"id": job_key(job_id), "now": now, "slot": slot,
-                                           "pid": runner_pid})
-
-    def _claim(self, statement: str, args: dict[str, object]) -> JobRecord | None:
+    def claim(self, now: float, slot: int, runner_pid: int, plan: QueuePlan = EVERY_QUEUE
+              ) -> JobRecord | None:
         with self._db.write() as db:
-            row = db.execute(statement, args).fetchone()
-            if row is None:
+            found = pick(db, now, plan)
+            if found is None:
                 return None
-            db.execute(sql.START_ATTEMPT,
-                       {"id": row["id"], "number": row["attempts"], "now": args["now"]})
-            return self._record(row)
+            return self._take(db, found[0], found[1], now, slot, runner_pid, plan)
+
+    def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int,
+                  plan: QueuePlan = EVERY_QUEUE) -> JobRecord | None:
+        key = job_key(job_id)
+        with self._db.write() as db:
+            row = db.execute(sql.QUEUE_OF_WAITING, {"id": key}).fetchone()
+            if row is None or row["queue"] in full_queues(db, plan._replace(serves=None)):
+                return None
+            return self._take(db, key, row["queue"], now, slot, runner_pid, plan)
+
+    def _take(self, db: sqlite3.Connection, key: int, queue: str, now: float, slot: int,
+              runner_pid: int, plan: QueuePlan) -> JobRecord:
+        """Claim waiting job `key`, with a free slot of its queue if the queue has a limit."""
+        limit = plan.limits.get(queue)
+        args = {"id": key, "now": now, "slot": slot, "pid": runner_pid,
+                "queue_slot": None if limit is None else free_slot(db, queue, limit)}
+        row = db.execute(sql.CLAIM_ONE, args).fetchone()
+        db.execute(sql.START_ATTEMPT, {"id": row["id"], "number": row["attempts"], "now": now})
+        return self._record(row)
 
     def release_holds(self, holders: list[int]) -> int:
         with self._db.write() as db:
@@ -150,9 +162,9 @@ class SqliteStore(WatchStore):
             db.execute(sql.DROP_ATTEMPT, args)
             return True
 
-    def next_run_at(self) -> float | None:
-        value = self._db.read(sql.NEXT_RUN_AT)[0][0]
-        return None if value is None else float(value)
+    def next_run_at(self, plan: QueuePlan = EVERY_QUEUE) -> float | None:
+        with self._db.reading() as db:
+            return next_ready(db, plan)
 
     def running(self) -> list[RunningAttempt]:
         return [RunningAttempt(str(r["id"]), int(r["attempts"]), int(r["runner_slot"]),
@@ -167,8 +179,8 @@ class SqliteStore(WatchStore):
         return self._record(rows[0])
 
     def list_jobs(self, *, status: str | None = None, target: str | None = None,
-                  limit: int = 50, before: str | None = None, now: float | None = None
-                  ) -> list[JobRecord]:
+                  queue: str | None = None, limit: int = 50, before: str | None = None,
+                  now: float | None = None) -> list[JobRecord]:
         word = None if status is None else JobStatus(status).value
         statement = sql.LIST + " " + sql.LIST_BY_STATUS[word]
         args: dict[str, object] = {"now": time.time() if now is None else now}
@@ -176,6 +188,9 @@ class SqliteStore(WatchStore):
             statement += sql.LIST_TARGET
             args["target"] = target
             args["owner"], _, args["method"] = target.rpartition(".")
+        if queue:
+            statement += sql.LIST_QUEUE
+            args["queue"] = queue
         if before is not None:
             statement += sql.LIST_BEFORE
             args["before"] = job_key(before)

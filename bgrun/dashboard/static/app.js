@@ -97,6 +97,7 @@
       el("td", { className: "id" }, [el("a", { href: href, textContent: job.id })]),
       el("td", {}, [el("span", { className: "badge " + job.status, textContent: job.status })]),
       el("td", { className: "name" }, [name]),
+      el("td", { className: "queue", textContent: job.queue }),
       el("td", { className: "num", textContent: job.attempts + "/" + (job.retries + 1) }),
       el("td", { className: "num", textContent: String(job.priority) }),
       el("td", { className: "progress" }, progressParts(job.progress)),
