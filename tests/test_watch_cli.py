@@ -63,6 +63,7 @@ def test_wait_draws_a_bar_on_a_terminal_and_nothing_elsewhere(project, tmux):
 
 
 def test_runners_lists_live_runners_and_their_jobs(project, monkeypatch):
+    project.ctx  # a store to read: reading commands never make one
     assert project.cli("runners").stdout == "no live runner\n"
     job = run_background_job("jobs", "report", [100, 0.3])
     wait_until(lambda: project.show(job.id)["progress"])
