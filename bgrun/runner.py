@@ -243,8 +243,9 @@ class Runner:
 def _note_abandoned(ctx: Context, job: JobRecord, exc: StoreGoneError) -> None:
     """Say, where the log folder still is, that an attempt ended with no verdict recorded."""
     with contextlib.suppress(ConfigError):
-        ctx.log.event(job=job.id, target=job.target, method=job.method, status="abandoned",
-                      attempt=job.attempts, error=f"{exc.kind}: {exc}", pid=os.getpid(),
+        ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
+                      status="abandoned", attempt=job.attempts, error=f"{exc.kind}: {exc}",
+                      pid=os.getpid(),
                       note="the attempt was ended and no verdict recorded; the runner exits")
 
 
