@@ -400,6 +400,10 @@ def test_finished_per_minute_and_active_counts(store: Store):
     store.insert(job(priority=5), T)
     store.claim(T, 0, 1)
     assert store.active_by_queue(T) == {"default": {"queued": 1, "scheduled": 1, "running": 1}}
+    store.insert(job()._replace(queue="reports"), T)
+    store.insert(job(run_at=T + 60)._replace(queue="reports"), T)
+    assert store.active_by_queue(T) == {"default": {"queued": 1, "scheduled": 1, "running": 1},
+                                        "reports": {"queued": 1, "scheduled": 1, "running": 0}}
 
 
 def test_runner_rows_follow_registration_and_the_running_job(store: Store):
