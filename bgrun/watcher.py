@@ -103,7 +103,11 @@ class Watcher:
                 probed_free = True
             else:
                 self._watch(slot)
-        if probed_free and look:
+        if probed_free and look and not self.watched:
+            # Our probe may have turned away a runner that was starting; that matters
+            # only if no runner is left (live ones serve the queue, and spread). Looking
+            # while one runs would start runner after runner when each leaves at once
+            # on purpose (a broken allowlist), since each runner's start makes us scan.
             self._look()
 
     def _watch(self, slot: int) -> None:
