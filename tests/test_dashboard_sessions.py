@@ -27,6 +27,12 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 HOST_A = "127.0.0.1:8001"
 
 
+@pytest.fixture(autouse=True)
+def store(project):
+    """A store to show: the dashboard only reads one, it never makes one."""
+    return project.ctx.store
+
+
 def make_client(**sessions_kw):
     from bgrun.dashboard.sessions import Sessions
 
