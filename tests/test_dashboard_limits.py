@@ -138,6 +138,9 @@ def test_the_limits_fit_a_dashboard(project):
         assert not adj.expose_tracebacks
     finally:
         served.server.close()
+        # waitress starts its worker threads when the server is made: stop them, or this
+        # test process stays threaded and later tests see a runner that may not fork.
+        served.server.task_dispatcher.shutdown()
 
 
 def fill_store(count: int, params_bytes: int) -> None:
