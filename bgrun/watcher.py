@@ -28,10 +28,12 @@ import threading
 import time
 from contextlib import suppress
 
+from bgrun import allowlist
 from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BgrunError
 from bgrun.locks import FileLock
+from bgrun.queues import QueuePlan
 from bgrun.settle import ensure_runner, settle_orphans
 from bgrun.slots import slot_lock, state_dir, try_acquire
 from bgrun.store import Role
@@ -135,7 +137,13 @@ class Watcher:
 
     def _look(self) -> None:
         """Make sure a runner serves the jobs that wait (after our slot holds ended)."""
-        if self.ctx.store.next_run_at() is not None:
+        try:
+            limits = allowlist.load(self.ctx.config.allowlist).limits
+        except BgrunError:
+            return  # runners leave on purpose while it is broken; `bgrun recover` resumes
+        # Jobs of a paused or full queue do not count: a runner started for them would
+        # leave at once, and its leaving would bring us back here, again and again.
+        if self.ctx.store.next_run_at(QueuePlan(None, limits)) is not None:
             ensure_runner(self.ctx)
             self.expect_until = time.monotonic() + EXPECT_RUNNER
 
