@@ -112,10 +112,15 @@ def processes_of(folder: Path) -> list[psutil.Process]:
 
 def runner_processes(project: Project) -> list[psutil.Process]:
     """Live runners of this project (job children excluded)."""
+    return script_processes(project, "_runner_main.py")
+
+
+def script_processes(project: Project, script: str) -> list[psutil.Process]:
+    """Live processes of this project whose command line names `script`."""
     found = []
     for proc in processes_of(project.path):
         try:
-            if any("_runner_main.py" in part for part in proc.cmdline()):
+            if any(script in part for part in proc.cmdline()):
                 found.append(proc)
         except psutil.Error:
             continue

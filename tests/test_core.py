@@ -264,23 +264,15 @@ def test_log_lines_cannot_be_forged(project):
 
 
 def test_many_waiting_jobs_do_not_mean_many_processes(project):
-    from tests.conftest import processes_of
+    from tests.conftest import processes_of, script_processes
 
     jobs = [run_background_job("jobs", "noop", delay=60) for _ in range(200)]
     time.sleep(0.5)
     # BGRUN_CONCURRENCY=2 runners at most, plus the one watcher that notices their death
     # (issue 13's budget: concurrency + 1 while jobs exist).
     processes = processes_of(project.path)
-    watchers = [p for p in processes if "_watcher_main" in " ".join(cmdline_of(p))]
+    watchers = [p for p in script_processes(project, "_watcher_main.py") if p in processes]
     assert len(watchers) <= 1
     assert 1 <= len(processes) - len(watchers) <= 2
     assert {job.status for job in jobs[:3]} == {"scheduled"}
 
-
-def cmdline_of(process) -> list[str]:
-    import psutil
-
-    try:
-        return process.cmdline()
-    except psutil.Error:  # it has just exited
-        return []
