@@ -31,6 +31,9 @@ SETTING_NAMES = {
     "max_result_bytes": "BGRUN_MAX_RESULT_BYTES",
     "log_max_bytes": "BGRUN_LOG_MAX_BYTES", "log_backups": "BGRUN_LOG_BACKUPS",
     "mode": "BGRUN_MODE", "preload": "BGRUN_PRELOAD",
+    "store_url": "BGRUN_STORE", "host": "BGRUN_HOST", "lease": "BGRUN_LEASE",
+    "start_runners": "BGRUN_START_RUNNERS", "pg_notify": "BGRUN_PG_NOTIFY",
+    "max_output_bytes": "BGRUN_MAX_OUTPUT_BYTES",
 }
 #: Every BGRUN_* name bgrun reads or sets: the settings above, the dashboard's, those a
 #: job sees, and the ones SPEC reserves. Any other is taken for a misspelling.
@@ -65,6 +68,15 @@ class Config(NamedTuple):
     log_backups: int = 5
     mode: str = DEFAULT_MODE
     preload: bool = False  # fork mode: import each job's module once, in the runner
+    # A database server's URL (PostgreSQL). Secret: it may hold a password, so it is
+    # never printed (store.describe() is). `store` is then only a local anchor path that
+    # names this host's state folder (slot locks, wake FIFO), never a file.
+    store_url: str | None = None
+    host: str = ""  # this host's name in the store, event lines and JSON (BGRUN_HOST)
+    lease: float = 15.0  # seconds a runner's lease lasts on a server store (BGRUN_LEASE)
+    start_runners: bool = True  # False: this host never starts runners on demand
+    pg_notify: bool = True  # False: runners poll (PgBouncer in transaction mode)
+    max_output_bytes: int = 1 << 20  # of a job's output copied into a server store
 
     @classmethod
     def load(
@@ -77,7 +89,7 @@ class Config(NamedTuple):
         defaults = cls(
             allowlist=_path(env.get("BGRUN_ALLOWLIST"), cwd, cwd / "allowlist.toml"),
             log_dir=log_dir,
-            store=_store(env.get("BGRUN_STORE"), cwd, log_dir / STORE_NAME),
+            store=_store(env.get("BGRUN_STORE"), cwd, log_dir),
             concurrency=_int(env, "BGRUN_CONCURRENCY", os.cpu_count() or 1, 1),
             python=env.get("BGRUN_PYTHON") or default_python(),
         )
@@ -97,12 +109,21 @@ class Config(NamedTuple):
             log_backups=_int(env, "BGRUN_LOG_BACKUPS", defaults.log_backups, 0),
             mode=_choice(env, "BGRUN_MODE", defaults.mode, ("spawn", "fork")),
             preload=_bool(env, "BGRUN_PRELOAD", defaults.preload),
+            store_url=_server_url(env.get("BGRUN_STORE")),
+            host=_host(env.get("BGRUN_HOST")),
+            lease=_float(env, "BGRUN_LEASE", defaults.lease, low=1.0, high=3600.0),
+            start_runners=_bool(env, "BGRUN_START_RUNNERS", defaults.start_runners),
+            pg_notify=_bool(env, "BGRUN_PG_NOTIFY", defaults.pg_notify),
+            max_output_bytes=_int(env, "BGRUN_MAX_OUTPUT_BYTES", defaults.max_output_bytes,
+                                  1024),
         )
 
     def as_environ(self) -> dict[str, str]:
         """These settings as BGRUN_* variables, so a runner we start sees exactly them."""
         out = {}
         for name, value in zip(self._fields, self, strict=True):
+            if name == "store" and self.store_url is not None:
+                continue  # the anchor path is derived; BGRUN_STORE is the URL
             if isinstance(value, bool):
                 out[SETTING_NAMES[name]] = "1" if value else "0"
             elif value is not None:
@@ -160,15 +181,38 @@ def default_python() -> str | None:
 SERVER_SCHEMES = ("postgresql://", "postgres://")
 
 
-def _store(value: str | None, cwd: Path, default: Path) -> Path:
+#: The local anchor of a server store: names this host's state folder, never a file.
+SERVER_ANCHOR = "postgresql.store"
+
+
+def _store(value: str | None, cwd: Path, log_dir: Path) -> Path:
     # Read as a path, a URL would become an SQLite file under ./postgresql:/ at the
-    # first write. The store factory (bgrun/store/factory.py) is where a server backend
-    # plugs in; until one does, refuse, never echoing the URL (it may hold a password).
-    if value and value.lower().startswith(SERVER_SCHEMES):
-        scheme = value.split(":", 1)[0]
-        raise ConfigError(f"BGRUN_STORE: a {scheme} URL names a database server; this"
-                          " bgrun stores jobs in SQLite only: set BGRUN_STORE to a file path")
-    return _path(value, cwd, default)
+    # first write: a server store's path is only the anchor of this host's state folder.
+    if _server_url(value) is not None:
+        return log_dir / SERVER_ANCHOR
+    return _path(value, cwd, log_dir / STORE_NAME)
+
+
+def _server_url(value: str | None) -> str | None:
+    """The BGRUN_STORE value when it names a database server, else None (a file path)."""
+    return value if value and value.lower().startswith(SERVER_SCHEMES) else None
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+
+
+def _host(value: str | None) -> str:
+    """BGRUN_HOST, or the machine's host name: one word, as event lines and JSON show it."""
+    if not value:
+        if hasattr(os, "uname"):
+            return os.uname().nodename or "localhost"
+        import socket  # Windows: no os.uname
+
+        return socket.gethostname() or "localhost"
+    if not _HOST_NAME.match(value):
+        raise ConfigError(f"BGRUN_HOST={value[:40]!r}: a host name is letters, digits and"
+                          " . _ : - (at most 253, no spaces)")
+    return value
 
 
 def _path(value: str | None, cwd: Path, default: Path) -> Path:

@@ -73,6 +73,7 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
         retries=retries, timeout=timeout, run_at=now + req.delay, cwd=cwd,
         python=config.require_python(), env_json=json.dumps(without_secrets(os.environ)),
         allowlist=str(config.allowlist), unique_key=req.unique, queue=queue or DEFAULT_QUEUE,
+        queued_on=config.host,
     )
 
 

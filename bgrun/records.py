@@ -99,6 +99,8 @@ class JobRecord(NamedTuple):
     progress_json: str | None
     queue: str
     output: str
+    host: str | None = None  # BGRUN_HOST where the current or last attempt ran
+    queued_on: str | None = None  # BGRUN_HOST of the caller that queued it
 
     def status_at(self, now: float) -> JobStatus:
         """The status word at time `now` (a waiting job whose time has come is queued)."""
@@ -133,6 +135,8 @@ class JobRecord(NamedTuple):
             "output": self.output,
             "cancel_requested": self.cancel_requested,
             "progress": progress_of(self.progress_json),
+            "host": self.host,
+            "queued_on": self.queued_on,
         }
 
 

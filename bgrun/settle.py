@@ -32,8 +32,8 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     that are not its own were left by the dead runner before it.
     """
     by_slot: dict[int, list[tuple[str, int, int]]] = {}
-    for job_id, attempt, slot, pid in ctx.store.running():
-        by_slot.setdefault(slot, []).append((job_id, attempt, pid))
+    for r in ctx.store.running():
+        by_slot.setdefault(r.runner_slot, []).append((r.job_id, r.attempt, r.runner_pid))
     settled = 0
     dead_holders = []
     for holder in ctx.store.holders():

@@ -42,7 +42,7 @@ class Look:
     def running_in_slots(self) -> int:
         """How many jobs runners are running now (a foreground `bgrun run` holds no slot)."""
         if self._running is None:
-            self._running = sum(1 for _, _, slot, _ in self.ctx.store.running() if slot >= 0)
+            self._running = sum(1 for r in self.ctx.store.running() if r.runner_slot >= 0)
         return self._running
 
 

@@ -17,15 +17,13 @@ PROJECT_MARKS = ("allowlist.toml", f"logs/{STORE_NAME}")
 
 def store_missing(config: Config) -> bool:
     """True when the settings name an SQLite store file that does not exist."""
-    from bgrun.store.factory import store_kind
-
-    return store_kind(str(config.store)) == "sqlite" and not config.store.is_file()
+    return config.store_url is None and not config.store.is_file()
 
 
 def origin(config: Config, cwd: Path | None = None) -> str:
     """Which setting put the store where it is, in words."""
     cwd = Path.cwd() if cwd is None else cwd
-    if config.store != config.log_dir / STORE_NAME:
+    if config.store_url is not None or config.store != config.log_dir / STORE_NAME:
         return "BGRUN_STORE"
     if config.log_dir == (cwd / "logs").absolute():
         return f"no BGRUN_LOG_DIR: logs/ in the working directory {cwd}"

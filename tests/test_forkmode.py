@@ -201,7 +201,7 @@ def test_slot_lock_is_free_once_the_runner_dies_while_its_forked_child_lives(for
     runner_pid = record.runner_pid
     assert runner_pid and runner_pid != child_pid
     assert any("_runner_main.py" in part for part in psutil.Process(child_pid).cmdline())
-    slot = next(s for j, _, s, _ in store.running() if j == job.id)
+    slot = next(r.runner_slot for r in store.running() if r.job_id == job.id)
 
     os.kill(runner_pid, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(runner_pid)

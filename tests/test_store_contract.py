@@ -25,7 +25,7 @@ from bgrun.store import NewJob, Role, Store, open_store
 #: One entry per backend: how to make the BGRUN_* settings of a new, empty store.
 BACKENDS: dict[str, Callable[[Path], dict[str, str]]] = {
     "sqlite": lambda folder: {"BGRUN_STORE": str(folder / "store.sqlite3"),
-                              "BGRUN_LOG_DIR": str(folder / "logs")},
+                              "BGRUN_LOG_DIR": str(folder / "logs"), "BGRUN_HOST": "host-a"},
 }
 T = 1_800_000_000.0  # a fixed "now": the store takes time as an argument
 
@@ -148,7 +148,7 @@ def test_the_child_is_recorded_only_while_the_job_runs(store: Store):
     assert claimed is not None and store.child_of(job_id) is None
     store.set_child(job_id, 99, 1.5)
     assert store.child_of(job_id) == (99, 1.5)
-    assert store.running() == [(job_id, 1, 0, 1)]
+    assert [r[:4] for r in store.running()] == [(job_id, 1, 0, 1)]
     store.finish(job_id, 1, T, outcome=Outcome.COMPLETED, result_json="null")
     assert store.child_of(job_id) is None and store.running() == []
 
@@ -422,15 +422,27 @@ def test_runner_rows_follow_registration_and_the_running_job(store: Store):
     assert [r.pid for r in store.runner_rows()] == [222]
 
 
-def test_a_database_url_is_refused_until_a_backend_serves_it(tmp_path):
-    """Read as a path, it would make an SQLite file under ./postgresql:/ (and keep jobs
-    where no other host looks); the password must not be echoed."""
-    from bgrun.errors import ConfigError
+def test_a_job_tells_which_host_queued_it_and_which_ran_it(store):
+    job_id, _ = store.insert(job()._replace(queued_on="web-1"), T)
+    waiting = store.get(job_id)
+    assert (waiting.queued_on, waiting.host) == ("web-1", None)
+    store.claim(T, 0, 1)
+    shown = store.get(job_id).to_dict(T)
+    assert (shown["queued_on"], shown["host"]) == ("web-1", "host-a")
+    assert [r.host for r in store.running()] == ["host-a"]
+    store.register_runner(0, 1, 1.0, T)
+    assert [r.host for r in store.runner_rows()] == ["host-a"]
 
+
+def test_a_database_url_names_a_server_store_never_a_file(tmp_path):
+    """Read as a path, it would make an SQLite file under ./postgresql:/ (and keep jobs
+    where no other host looks); runners started from these settings get the URL back."""
     for url in ("postgresql://bgrun:s3cret@db.example:5432/jobs", "postgres://u:s3cret@h/d"):
-        with pytest.raises(ConfigError) as info:
-            Config.load(cwd=tmp_path, environ={"BGRUN_STORE": url})
-        assert "s3cret" not in str(info.value) and "SQLite only" in str(info.value)
+        config = Config.load(cwd=tmp_path, environ={"BGRUN_STORE": url})
+        assert config.store_url == url
+        assert config.store == tmp_path / "logs" / "postgresql.store"
+        assert config.as_environ()["BGRUN_STORE"] == url
+        assert Config.load(cwd=tmp_path, environ=config.as_environ()) == config
     assert list(tmp_path.iterdir()) == []
 
 

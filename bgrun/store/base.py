@@ -32,7 +32,29 @@ class Role(StrEnum):
 
 
 class Store(Protocol):
-    """The jobs and their attempts, shared by every bgrun process of one configuration."""
+    """The jobs and their attempts, shared by every bgrun process of one configuration.
+
+    Opened for one host (BGRUN_HOST): `insert` is told the caller's host, and a claim
+    records this host as the attempt's.
+    """
+
+    #: "sqlite" or "postgresql" (`bgrun check` prints it)
+    kind: str
+    #: True: a runner is alive while its lease in the store is, timed by the store's
+    #: clock (several hosts); False: while it holds its local slot lock (slots.py)
+    leased: bool
+    #: True: the store holds a copy of each job's output, readable from any host
+    keeps_output: bool
+    #: True: wait_for_work() wakes when jobs become ready (LISTEN/NOTIFY)
+    notifies: bool
+
+    def schema_version(self) -> int:
+        """The version of the store's schema."""
+        ...
+
+    def describe(self) -> str:
+        """Where the store is, for people: a path, or a URL without its password."""
+        ...
 
     def close(self) -> None:
         """Release the connection; the stored jobs stay."""
@@ -137,7 +159,8 @@ class Store(Protocol):
         ...
 
     def running(self) -> list[RunningAttempt]:
-        """Every running attempt with its runner's slot and pid (to find dead runners)."""
+        """Every running attempt with its runner's host, slot and pid, and (where
+        `leased`) whether that runner's lease lapsed (to find dead runners)."""
         ...
 
     # -- users' side ---------------------------------------------------------------------
@@ -220,7 +243,8 @@ class Store(Protocol):
 
     def register_runner(self, slot: int, pid: int, process_start: float, now: float,
                         queues: str | None = None) -> None:
-        """Record the runner that now holds `slot`, replacing a dead one's row. Atomic."""
+        """Record the runner that now holds this host's `slot`, replacing a dead one's row;
+        where `leased`, its lease starts now, by the store's clock. Atomic."""
         ...
 
     def unregister_runner(self, slot: int, pid: int) -> None:
@@ -229,4 +253,34 @@ class Store(Protocol):
 
     def runner_rows(self) -> list[RunnerRow]:
         """Every registered runner, live or not, with the job it runs now; by slot."""
+        ...
+
+    # -- several hosts: leases, output, wake-ups (no-ops where `leased` etc. are False) --
+
+    def renew_runner(self, slot: int, pid: int) -> bool:
+        """Extend the lease of this host's runner (`slot`, `pid`) by the store's lease
+        time, from the store clock's now.
+
+        False when its row is gone (its lease lapsed and it was taken over): the runner
+        must then end its attempts, claim nothing, and register again. Atomic.
+        """
+        ...
+
+    def put_output(self, job_id: str, attempt: int, data: bytes, truncated: bool) -> bool:
+        """Replace the stored output of running attempt `attempt` with `data` (the first
+        bytes of its output file; `truncated`: the file is longer).
+
+        False, changing nothing, when that attempt is not the job's running one. Atomic.
+        """
+        ...
+
+    def output_of(self, job_id: str) -> tuple[bytes, bool] | None:
+        """(the stored output, truncated), or None when the store keeps none for it."""
+        ...
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for word that jobs became ready; True if it came.
+
+        Only where `notifies`; the waiter looks at the store after it either way.
+        """
         ...

@@ -20,12 +20,12 @@ def open_store(config: Config, role: Role = Role.CALLER, *, create: bool = True)
     the store cannot be opened or used; nothing is written then. `create=False`: a
     missing store is NoStoreError, and nothing is made (commands that only read).
     """
-    kind = store_kind(str(config.store))
+    kind = "sqlite" if config.store_url is None else store_kind(config.store_url)
     if kind == "sqlite":
         from bgrun.store.sqlite import SqliteStore
 
         if create:
             private_dir(config.store.parent)
-        return SqliteStore(config.store, config.log_dir, role, create=create)
+        return SqliteStore(config.store, config.log_dir, role, create=create, host=config.host)
     # A second backend goes here: one branch, its module imported only when named.
     raise StoreError(f"BGRUN_STORE: no {kind} backend in this bgrun")

@@ -26,6 +26,7 @@ class NewJob(NamedTuple):
     unique_key: str | None = None
     held: int = 0  # a foreground `bgrun run` holds its job away from runners
     queue: str = "default"
+    queued_on: str = ""  # BGRUN_HOST of the caller
 
 
 class LaunchSpec(NamedTuple):
@@ -42,6 +43,8 @@ class RunningAttempt(NamedTuple):
     attempt: int
     runner_slot: int
     runner_pid: int
+    host: str = ""  # BGRUN_HOST of its runner
+    lapsed: bool = False  # the runner's lease ran out (leased stores only)
 
 
 class Row(Protocol):
@@ -57,7 +60,7 @@ JOB_COLUMNS = (
     "id", "target", "method", "params", "status", "priority", "attempts", "retries", "timeout",
     "unique_key", "created_at", "run_at", "started_at", "finished_at", "error", "traceback",
     "result", "cwd", "allowlist", "cancel_requested", "runner_pid", "child_pid", "progress",
-    "queue",
+    "queue", "runner_host", "queued_on",
 )
 
 
@@ -74,6 +77,7 @@ def job_record(row: Row, jobs: str) -> JobRecord:
         allowlist=row["allowlist"], cancel_requested=bool(row["cancel_requested"]),
         runner_pid=row["runner_pid"], child_pid=row["child_pid"],
         progress_json=row["progress"], queue=row["queue"], output=output_in(jobs, job_id),
+        host=row["runner_host"], queued_on=row["queued_on"],
     )
 
 

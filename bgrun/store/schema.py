@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bgrun.errors import StoreError
 
-VERSION = 4
+VERSION = 5
 
 _JOBS = """
 CREATE TABLE jobs (
@@ -47,7 +47,9 @@ CREATE TABLE jobs (
     child_started REAL,
     progress TEXT,                          -- JSON {done, total, message, at} or NULL
     queue TEXT NOT NULL DEFAULT 'default',  -- its named queue
-    queue_slot INTEGER                      -- while running: its slot of a limited queue
+    queue_slot INTEGER,                     -- while running: its slot of a limited queue
+    runner_host TEXT,                       -- BGRUN_HOST of the current or last attempt
+    queued_on TEXT                          -- BGRUN_HOST of the caller that queued it
 );
 CREATE INDEX jobs_claim ON jobs (priority DESC, ready_at, id) WHERE status = 'waiting';
 CREATE INDEX jobs_next ON jobs (ready_at) WHERE status = 'waiting';
@@ -71,7 +73,8 @@ CREATE TABLE runners (
     pid INTEGER NOT NULL,
     process_start REAL NOT NULL,            -- against pid reuse
     started_at REAL NOT NULL,
-    queues TEXT                             -- NULL: every queue
+    queues TEXT,                            -- NULL: every queue
+    host TEXT                               -- BGRUN_HOST of the runner
 );
 """
 
@@ -100,11 +103,18 @@ SCHEMA = _JOBS + _RUNNERS + _UNIQUE_LIVE + _QUEUES
 
 #: MIGRATIONS[n] takes a store from version n to n + 1.
 MIGRATIONS = {
-    # progress reports, finished-per-minute stats, and the runners view
+    # progress reports, finished-per-minute stats, and the runners view (as it was then)
     1: """
 ALTER TABLE jobs ADD COLUMN progress TEXT;
 CREATE INDEX jobs_finished ON jobs (status, finished_at);  -- counts per minute
-""" + _RUNNERS,
+CREATE TABLE runners (
+    slot INTEGER PRIMARY KEY,               -- a dead runner's row is replaced by its heir's
+    pid INTEGER NOT NULL,
+    process_start REAL NOT NULL,            -- against pid reuse
+    started_at REAL NOT NULL,
+    queues TEXT                             -- NULL: every queue
+);
+""",
     # Schema 2 kept unique keys by a SELECT before the INSERT. A retry could still make a
     # second live job with a key; the newer ones lose their key, so the index can exist.
     2: """
@@ -120,6 +130,12 @@ UPDATE jobs SET unique_key = NULL
 ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE jobs ADD COLUMN queue_slot INTEGER;
 """ + _QUEUES,
+    # several hosts: which host queued a job, ran its attempt, runs a runner
+    4: """
+ALTER TABLE jobs ADD COLUMN runner_host TEXT;
+ALTER TABLE jobs ADD COLUMN queued_on TEXT;
+ALTER TABLE runners ADD COLUMN host TEXT;
+""",
 }
 
 

@@ -17,9 +17,11 @@ LIVE = "status IN ('waiting', 'running')"  # the states that hold a unique key
 #: spares the id that SQLite's AUTOINCREMENT burns on a conflict (ids stay consecutive).
 INSERT = (
     "INSERT INTO jobs (target, method, params, status, priority, attempts, retries, timeout,"
-    " unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist, held, queue)"
+    " unique_key, created_at, run_at, ready_at, cwd, python, env, allowlist, held, queue,"
+    " queued_on)"
     " SELECT :target, :method, :params, 'waiting', :priority, 0, :retries, :timeout,"
-    " :unique_key, :now, :run_at, :run_at, :cwd, :python, :env, :allowlist, :held, :queue"
+    " :unique_key, :now, :run_at, :run_at, :cwd, :python, :env, :allowlist, :held, :queue,"
+    " :queued_on"
     f" WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE unique_key = :unique_key AND {LIVE})"
     f" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND {LIVE} DO NOTHING"
     " RETURNING id"
@@ -31,7 +33,8 @@ UNIQUE_HOLDER = f"SELECT id FROM jobs WHERE unique_key = :key AND {LIVE}"
 #: slot of a limited queue (NULL otherwise).
 CLAIM_ONE = (
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,"
-    " runner_slot = :slot, runner_pid = :pid, child_pid = NULL, child_started = NULL,"
+    " runner_slot = :slot, runner_pid = :pid, runner_host = :host, child_pid = NULL,"
+    " child_started = NULL,"
     " progress = NULL,"  # a new attempt starts from nothing
     " queue_slot = :queue_slot WHERE id = :id AND status = 'waiting' RETURNING " + COLUMNS
 )
@@ -74,7 +77,8 @@ HAND_BACK = (
     " WHERE id = :id AND status = 'running' AND attempts = :attempt"
 )
 DROP_ATTEMPT = "DELETE FROM attempts WHERE job_id = :id AND number = :attempt"
-RUNNING = "SELECT id, attempts, runner_slot, runner_pid FROM jobs WHERE status = 'running'"
+RUNNING = ("SELECT id, attempts, runner_slot, runner_pid, runner_host FROM jobs"
+           " WHERE status = 'running'")
 
 GET = f"SELECT {COLUMNS} FROM jobs WHERE id = :id"
 #: list_jobs: one WHERE per status word (queued and scheduled are waiting, by ready time).

@@ -40,12 +40,24 @@ _VERDICTS = (Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED)
 class SqliteStore(WatchStore):
     """base.Store on an SQLite file; `log_dir` is where the jobs' files live."""
 
+    kind = "sqlite"
+    leased = False  # a runner is alive while it holds its slot lock (slots.py)
+    keeps_output = False  # output stays in the jobs folder, on this machine
+    notifies = False  # idle runners wake by the FIFO (slots.Waker)
+
     def __init__(self, path: Path, log_dir: Path, role: Role = Role.CALLER, *,
-                 create: bool = True) -> None:
+                 create: bool = True, host: str = "") -> None:
         self.path = path
         self.log_dir = log_dir
+        self.host = host
         self._jobs = str(jobs_dir(log_dir))
         self._db = Connection(path, role, create=create)
+
+    def schema_version(self) -> int:
+        return int(self._db.read("PRAGMA user_version")[0][0])
+
+    def describe(self) -> str:
+        return str(self.path)
 
     def check_current(self) -> None:
         """StoreGoneError if the file at the path is not the one this store has open."""
@@ -72,7 +84,8 @@ class SqliteStore(WatchStore):
                 "priority": job.priority, "retries": job.retries, "timeout": job.timeout,
                 "unique_key": job.unique_key, "now": now, "run_at": job.run_at,
                 "cwd": job.cwd, "python": job.python, "env": job.env_json,
-                "allowlist": job.allowlist, "held": job.held, "queue": job.queue}
+                "allowlist": job.allowlist, "held": job.held, "queue": job.queue,
+                "queued_on": job.queued_on or None}
         with self._db.write() as db:
             row = db.execute(sql.INSERT, args).fetchone()
             if row is not None:
@@ -108,6 +121,7 @@ class SqliteStore(WatchStore):
         """Claim waiting job `key`, with a free slot of its queue if the queue has a limit."""
         limit = plan.limits.get(queue)
         args = {"id": key, "now": now, "slot": slot, "pid": runner_pid,
+                "host": self.host or None,
                 "queue_slot": None if limit is None else free_slot(db, queue, limit)}
         row = db.execute(sql.CLAIM_ONE, args).fetchone()
         db.execute(sql.START_ATTEMPT, {"id": row["id"], "number": row["attempts"], "now": now})
@@ -168,7 +182,22 @@ class SqliteStore(WatchStore):
 
     def running(self) -> list[RunningAttempt]:
         return [RunningAttempt(str(r["id"]), int(r["attempts"]), int(r["runner_slot"]),
-                               int(r["runner_pid"])) for r in self._db.read(sql.RUNNING)]
+                               int(r["runner_pid"]), r["runner_host"] or "")
+                for r in self._db.read(sql.RUNNING)]
+
+    # -- several hosts: none here (one machine; liveness is the slot lock) ---------------
+
+    def renew_runner(self, slot: int, pid: int) -> bool:
+        return True
+
+    def put_output(self, job_id: str, attempt: int, data: bytes, truncated: bool) -> bool:
+        return False
+
+    def output_of(self, job_id: str) -> tuple[bytes, bool] | None:
+        return None
+
+    def wait_for_work(self, timeout: float) -> bool:
+        return False
 
     # -- users' side ---------------------------------------------------------------------
 

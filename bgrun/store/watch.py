@@ -27,6 +27,8 @@ class RunnerRow(NamedTuple):
     method: str | None
     job_started_at: float | None
     progress_json: str | None
+    host: str | None = None  # BGRUN_HOST of the runner
+    lease_age: float | None = None  # seconds since its last renew (leased stores only)
 
 
 class WatchStore:
@@ -87,14 +89,16 @@ class WatchStore:
             counts[r["queue"]]["running"] = int(r["running"])
         return dict(sorted(counts.items()))
 
+    host = ""  # BGRUN_HOST of this process (set by the store)
+
     def register_runner(self, slot: int, pid: int, process_start: float, now: float,
                         queues: str | None = None) -> None:
         """Record the runner that now holds `slot` (replacing a dead one's row)."""
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO runners (slot, pid, process_start, started_at, queues)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (slot, pid, process_start, now, queues),
+                "INSERT OR REPLACE INTO runners (slot, pid, process_start, started_at, queues,"
+                " host) VALUES (?, ?, ?, ?, ?, ?)",
+                (slot, pid, process_start, now, queues, self.host or None),
             )
 
     def unregister_runner(self, slot: int, pid: int) -> None:
@@ -105,7 +109,8 @@ class WatchStore:
     def runner_rows(self) -> list[RunnerRow]:
         """Every registered runner, live or not, with its running job; by slot."""
         rows = self._read(
-            "SELECT r.slot, r.pid, r.process_start, r.started_at, r.queues, j.id AS job_id,"
+            "SELECT r.slot, r.pid, r.process_start, r.started_at, r.queues, r.host,"
+            " j.id AS job_id,"
             " j.target, j.method, j.started_at AS job_started_at, j.progress"
             " FROM runners r LEFT JOIN jobs j"
             " ON j.status = 'running' AND j.runner_slot = r.slot AND j.runner_pid = r.pid"
@@ -122,4 +127,4 @@ def _runner_rows(rows: list[sqlite3.Row]) -> Iterator[RunnerRow]:
                         started_at=float(r["started_at"]), queues=r["queues"],
                         job_id=None if job_id is None else str(job_id), target=r["target"],
                         method=r["method"], job_started_at=r["job_started_at"],
-                        progress_json=r["progress"])
+                        progress_json=r["progress"], host=r["host"])
