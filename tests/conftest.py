@@ -154,3 +154,28 @@ def wait_until(predicate: Any, timeout: float = 20, pause: float = 0.05) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(pause)
+
+
+# -- PostgreSQL: one throwaway cluster per session, a database per test ---------------------
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A running PostgreSQL cluster of this session (tests/pgserver.py), removed at the end.
+
+    Skipped, with the reason, where it cannot run: not root, or no server installed.
+    """
+    from tests.pgserver import running_server, why_not_here
+
+    reason = why_not_here()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """The URL of a fresh database holding bgrun's schema (copied from the template)."""
+    name = pg_server.new_database()
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
