@@ -19,8 +19,15 @@ def blocks(language: str) -> list[str]:
 
 
 def example_folder(tmp_path: Path) -> Path:
+    """The examples as a fresh clone has them, with every folder git would make there."""
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     shutil.copy(ROOT / "allowlist.toml", tmp_path / "allowlist.toml")
+    tracked = subprocess.run(["git", "ls-files", "logs"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    for name in tracked:  # as a clone makes it: 0755, from the umask
+        (tmp_path / name).parent.mkdir(mode=0o755, exist_ok=True)
+        (tmp_path / name).parent.chmod(0o755)
+        (tmp_path / name).touch()
     return tmp_path
 
 
@@ -37,6 +44,7 @@ def test_quick_start_runs_a_job_and_shows_its_log(project):
     # The test environment has bgrun installed already: the rest runs as written.
     result = run_shell(command.removeprefix("pip install . && "), example_folder(project.path))
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # a fresh clone's first run has nothing to warn about
     assert "completed" in result.stdout
     assert "sent to ada@example.com" in result.stdout
     assert "status=completed" in result.stdout
