@@ -22,10 +22,15 @@ from bgrun.queues import QueuePlan
 from bgrun.records import JobStatus, Outcome, State
 from bgrun.store import NewJob, Role, Store, open_store
 
-#: One entry per backend: how to make the BGRUN_* settings of a new, empty store.
-BACKENDS: dict[str, Callable[[Path], dict[str, str]]] = {
-    "sqlite": lambda folder: {"BGRUN_STORE": str(folder / "store.sqlite3"),
-                              "BGRUN_LOG_DIR": str(folder / "logs"), "BGRUN_HOST": "host-a"},
+#: One entry per backend: how to make the BGRUN_* settings of a new, empty store (in a
+#: test's folder, with the test's fixtures at hand).
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, str]]] = {
+    "sqlite": lambda folder, _: {"BGRUN_STORE": str(folder / "store.sqlite3"),
+                                 "BGRUN_LOG_DIR": str(folder / "logs"), "BGRUN_HOST": "host-a"},
+    # a database of its own on the session's throwaway server (conftest.pg_url)
+    "postgresql": lambda folder, request: {"BGRUN_STORE": request.getfixturevalue("pg_url"),
+                                           "BGRUN_LOG_DIR": str(folder / "logs"),
+                                           "BGRUN_HOST": "host-a"},
 }
 T = 1_800_000_000.0  # a fixed "now": the store takes time as an argument
 
@@ -34,7 +39,7 @@ Opener = Callable[..., Store]
 
 @pytest.fixture(params=list(BACKENDS))
 def environ(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](tmp_path, request)
 
 
 @pytest.fixture

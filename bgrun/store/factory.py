@@ -27,5 +27,18 @@ def open_store(config: Config, role: Role = Role.CALLER, *, create: bool = True)
         if create:
             private_dir(config.store.parent)
         return SqliteStore(config.store, config.log_dir, role, create=create, host=config.host)
-    # A second backend goes here: one branch, its module imported only when named.
-    raise StoreError(f"BGRUN_STORE: no {kind} backend in this bgrun")
+    return _open_postgresql(config, create)
+
+
+def _open_postgresql(config: Config, create: bool) -> Store:
+    """The PostgreSQL store (psycopg imported only now: SQLite users never load it)."""
+    assert config.store_url is not None
+    try:
+        from bgrun.store.pg import PgStore
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("psycopg"):
+            raise
+        raise StoreError("BGRUN_STORE names a PostgreSQL database, but psycopg is not"
+                         " installed: pip install 'bgrun[postgres]'") from None
+    return PgStore(config.store_url, config.log_dir, host=config.host, lease=config.lease,
+                   notify=config.pg_notify, create=create)

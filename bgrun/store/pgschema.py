@@ -11,9 +11,12 @@ step by step equals a fresh one (columns, types, indexes, constraints).
 
 from __future__ import annotations
 
-import psycopg
+from typing import Any
 
-from bgrun.errors import StoreError
+import psycopg
+from psycopg.rows import tuple_row
+
+from bgrun.errors import NoStoreError, StoreError
 
 VERSION = 1
 
@@ -124,7 +127,7 @@ _READ_VERSION = (
 )
 
 
-def stored_version(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
+def stored_version(conn: psycopg.Connection[Any]) -> int | None:
     """The schema version of bgrun's store in this database (-1: none yet).
 
     None when a `bgrun` schema exists without bgrun's version table (not bgrun's).
@@ -138,17 +141,19 @@ def stored_version(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
     return version if isinstance(version, int) else 0
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]], where: str) -> int:
+def migrate(conn: psycopg.Connection[Any], where: str, *, create: bool = True) -> int:
     """Bring the store up to VERSION; refuse a newer store or a foreign `bgrun` schema.
 
     `conn` is in autocommit mode. One transaction under a database-wide advisory lock,
     reading the version again once it holds the lock: of many processes opening a new
     or old store at once, one migrates and the others find the work done. Returns the
-    version the store is at.
+    version the store is at. `create=False`: NoStoreError where bgrun has no schema yet.
     """
     version = _checked(stored_version(conn), where)
     if version == VERSION:
         return version  # (the usual case: no lock taken, one read)
+    if version < 0 and not create:
+        raise NoStoreError(f"no job store in {where} (bgrun has not used that database)")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         version = _checked(stored_version(conn), where)
@@ -170,7 +175,7 @@ def migrate_url(url: str) -> int:
         return migrate(conn, "postgresql store")
 
 
-def run_script(conn: psycopg.Connection[tuple[object, ...]], script: str) -> None:
+def run_script(conn: psycopg.Connection[Any], script: str) -> None:
     """Run the statements of `script` one by one (comments stripped)."""
     for statement in script.split(";"):
         lines = [line.split("--")[0] for line in statement.splitlines()]
@@ -189,7 +194,7 @@ def _checked(version: int | None, where: str) -> int:
     return version
 
 
-def _one(conn: psycopg.Connection[tuple[object, ...]], statement: str) -> tuple[object, ...]:
-    row = conn.execute(statement.encode()).fetchone()
+def _one(conn: psycopg.Connection[Any], statement: str) -> tuple[object, ...]:
+    row = conn.cursor(row_factory=tuple_row).execute(statement.encode()).fetchone()
     assert row is not None  # (these statements always give one row)
     return row

@@ -1,0 +1,190 @@
+"""Connecting to a PostgreSQL store: timeouts, keepalives, reconnects, one-line errors.
+
+A runner must learn within its lease that its server is gone (a network cut leaves a
+TCP connection silently open for hours under the kernel's defaults), so every session
+has libpq keepalives and a `tcp_user_timeout` well under the lease. A broken connection
+makes the call that met it raise StoreError; the next call connects again, so a runner
+outlives a server restart. Every error is one line that names the store by its URL
+without the password (describe_url).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+
+from bgrun.errors import StoreError
+
+CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
+
+Conn = psycopg.Connection[DictRow]
+T = TypeVar("T")
+
+
+def describe_url(url: str) -> str:
+    """`postgresql://user@host:port/db`: where the store is, never its password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://(a URL libpq cannot read)"
+    user = params.get("user")
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    name = params.get("dbname") or user or ""
+    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}/{name}"
+
+
+def session_params(url: str, lease: float) -> dict[str, Any]:
+    """libpq parameters for `url`: the URL's own win over these defaults."""
+    params: dict[str, Any] = dict(conninfo_to_dict(url))
+    defaults: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": "bgrun",
+        # A dead peer is noticed within a third of the lease: probes after idle seconds,
+        # and unacknowledged data (a black hole mid-query) fails the socket.
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(lease / 5)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1000, int(lease * 1000 / 3)),
+    }
+    for key, value in defaults.items():
+        params.setdefault(key, value)
+    return params
+
+
+def connect(url: str, lease: float, where: str) -> Conn:
+    """An autocommit session to the store; StoreError saying why not, in one line."""
+    params = session_params(url, lease)
+    try:
+        return psycopg.connect(autocommit=True, row_factory=dict_row, **params)
+    except psycopg.Error as exc:
+        raise connect_error(exc, where, params.get("password")) from None
+
+
+def connect_error(exc: psycopg.Error, where: str, password: object = None) -> StoreError:
+    """The one-line StoreError for a failed connection: unreachable, or refused and why."""
+    text = _scrubbed(exc, password)
+    fatal = re.search(r"FATAL:\s+(.*)", text)
+    if fatal is None:
+        reason = text.rsplit(" failed: ", 1)[-1]
+        return StoreError(f"store {where} is unreachable: {reason}")
+    said = fatal.group(1)
+    if "password authentication failed" in said or "authentication failed" in said:
+        return StoreError(f"store {where}: authentication failed ({said})")
+    if "does not exist" in said and "database" in said:
+        return StoreError(f"store {where}: no such database on that server ({said})")
+    return StoreError(f"store {where}: the server refused the connection ({said})")
+
+
+def use_error(exc: psycopg.Error, where: str, password: object = None) -> StoreError:
+    """The one-line StoreError for a statement that failed on an open session."""
+    text = _scrubbed(exc, password)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return StoreError(f"store {where}: permission denied ({text})")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreError(f"store {where}: connection lost ({text})")
+    return StoreError(f"store {where}: {text}")
+
+
+def _scrubbed(exc: BaseException, password: object) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(password, str) and password:
+        text = text.replace(password, "***")
+    return text
+
+
+class Session:
+    """One process's session to the store, shared by its threads under a lock.
+
+    Opened at once (errors then are the caller's: StoreError), and again lazily after
+    a call found it broken.
+    """
+
+    def __init__(self, url: str, lease: float, where: str) -> None:
+        self.where = where
+        self._url, self._lease = url, lease
+        self._password = session_params(url, lease).get("password")
+        self._lock = threading.Lock()
+        self._conn: Conn | None = connect(url, lease, where)
+
+    @property
+    def conn(self) -> Conn:
+        """The open session (connecting again if the last one broke); call under lock."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url, self._lease, self.where)
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[psycopg.Cursor[DictRow]]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock, self._failing():
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+
+    def call(self, use: Callable[[Conn], T]) -> T:
+        """`use(session)`, under the lock, its psycopg errors made StoreError."""
+        with self._lock, self._failing():
+            return use(self.conn)
+
+    def read(self, statement: str, args: dict[str, Any] | None = None) -> list[DictRow]:
+        """The rows of one query (one statement: one snapshot)."""
+        with self._lock, self._failing():
+            return self.conn.execute(statement, args).fetchall()
+
+    @contextmanager
+    def _failing(self) -> Iterator[None]:
+        """psycopg errors as StoreError; a broken session is dropped for the next call."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            if self._conn is not None and self._conn.broken:
+                self._conn.close()
+                self._conn = None
+            if isinstance(exc, psycopg.errors.UniqueViolation):
+                raise  # the caller's to judge (a racing claim, a retry meeting a live key)
+            raise use_error(exc, self.where, self._password) from None
+
+
+class Listener:
+    """A session of its own that LISTENs on one channel (opened at the first wait)."""
+
+    def __init__(self, url: str, lease: float, where: str, channel: str) -> None:
+        self._url, self._lease, self._where, self._channel = url, lease, where, channel
+        self._conn: Conn | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """True when a notification came within `timeout` (or the session is new: what
+        happened while none listened is unknown); every pending one is consumed."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self._url, self._lease, self._where)
+                self._conn.execute(f"LISTEN {self._channel}")
+                return True
+            came = any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+            if came:
+                for _ in self._conn.notifies(timeout=0.001):
+                    pass
+            return came
+        except psycopg.Error as exc:
+            self.close()
+            raise use_error(exc, self._where) from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
