@@ -71,7 +71,7 @@ def connect(url: str, lease: float, where: str) -> Conn:
 
 def connect_error(exc: psycopg.Error, where: str, password: object = None) -> StoreError:
     """The one-line StoreError for a failed connection: unreachable, or refused and why."""
-    text = _scrubbed(exc, password)
+    text = _scrubbed(exc, password, first_line=True)  # (libpq's second line is a hint)
     fatal = re.search(r"FATAL:\s+(.*)", text)
     if fatal is None:
         reason = text.rsplit(" failed: ", 1)[-1]
@@ -94,8 +94,12 @@ def use_error(exc: psycopg.Error, where: str, password: object = None) -> StoreE
     return StoreError(f"store {where}: {text}")
 
 
-def _scrubbed(exc: BaseException, password: object) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def _scrubbed(exc: BaseException, password: object, first_line: bool = False) -> str:
+    """The error's text on one line, without the password should libpq ever echo it."""
+    said = str(exc).strip()
+    if first_line:
+        said = said.split("\n", 1)[0]
+    text = " ".join(said.split()) or type(exc).__name__
     if isinstance(password, str) and password:
         text = text.replace(password, "***")
     return text
