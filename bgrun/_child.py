@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # typing is not imported at run time: the child stays lean
-    from typing import Any
+    from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,13 +37,26 @@ def main() -> None:
 def run(spec: dict) -> None:  # type: ignore[type-arg]
     """Run the attempt described by `spec` and exit with its verdict."""
     global PROGRESS_FD
+    _line_buffered()
+    if "warm_fd" in spec:  # a warm child (`reuse` in the allowlist): jobs come one by one
+        _warm_child(spec)
+        return
     fd = spec.get("progress_fd", -1)
     if fd >= 0:
         os.set_inheritable(fd, False)  # the job's own subprocesses do not get it
         PROGRESS_FD = fd
+    result, _ = _call(spec)
+    _finish(spec, EXIT_OK, ("ok", *_portable(result, spec["max_result"])))
+
+
+def _line_buffered() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
+
+
+def _call(spec: dict) -> "tuple[Any, bool]":  # type: ignore[type-arg]
+    """(the method's return value, True if it returned); a refusal or a failure exits."""
     verdict = _check_allowlist(spec)
     if verdict is not None:
         _finish(spec, verdict[0], ("refused", verdict[1]))
@@ -55,10 +68,87 @@ def run(spec: dict) -> None:  # type: ignore[type-arg]
     except SystemExit as exc:
         if exc.code not in (0, None):
             _failed(spec, exc)
-        result = None  # sys.exit() or sys.exit(0) in a job: a clean end
+        return None, False  # sys.exit() or sys.exit(0) in a job: a clean end, of the process
     except BaseException as exc:
         _failed(spec, exc)
-    _finish(spec, EXIT_OK, ("ok", *_portable(result, spec["max_result"])))
+    return result, True
+
+
+def _warm_child(setup: dict) -> None:  # type: ignore[type-arg]
+    """Run the jobs the runner sends over the `warm_fd` socket until it closes, then exit.
+
+    The child stays only while its jobs return: a refusal, an exception, `sys.exit()`, or
+    threads left running end it exactly as they end a one-job child (see bgrun/warm.py).
+    """
+    import socket  # (once per warm child, not once per job)
+
+    sock = socket.socket(fileno=setup["warm_fd"])
+    while True:
+        try:
+            spec = _next_job(sock, setup)
+        except OSError:  # the runner is gone
+            spec = None
+        if spec is None:  # the runner closed its end, or died: nothing more comes
+            _finish_process(setup, EXIT_OK)
+        result, returned = _call(spec)
+        verdict = ("ok", *_portable(result, spec["max_result"]))
+        threading = sys.modules.get("threading")
+        if not returned or (threading is not None and threading.active_count() > 1):
+            _finish(spec, EXIT_OK, verdict)  # as a one-job child ends: the child retires
+        _write_result(spec, verdict)
+        _between_jobs()
+        try:
+            sock.sendall(b"\0")  # done: the runner reads the result file
+        except OSError:
+            _finish_process(setup, EXIT_OK)
+
+
+def _next_job(sock, setup: dict) -> "dict | None":  # type: ignore[no-untyped-def, type-arg]
+    """The next job's spec, its output file on stdout and stderr; None at the end."""
+    global PROGRESS_FD
+    if sys.platform == "win32":  # (warm children are POSIX only)
+        return None
+    import socket
+
+    head, fds, _, _ = socket.recv_fds(sock, 8, 2)
+    if not head:
+        return None
+    while len(head) < 8:
+        more = sock.recv(8 - len(head))
+        if not more:
+            return None
+        head += more
+    body = bytearray()
+    size = int.from_bytes(head, "big")
+    while len(body) < size:
+        more = sock.recv(min(size - len(body), 1 << 20))
+        if not more:
+            return None
+        body += more
+    spec: dict = marshal.loads(body)  # type: ignore[type-arg]  # noqa: S302 - our runner's
+    out_fd, progress_fd = fds
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(out_fd)
+    if PROGRESS_FD < 0:
+        PROGRESS_FD = progress_fd  # kept under one number: bgrun.progress() caches it
+    else:
+        os.dup2(progress_fd, PROGRESS_FD, inheritable=False)
+        os.close(progress_fd)
+    os.environ.update(spec["job_env"])  # BGRUN_JOB_ID and the tree's tag, per job
+    spec["forked"] = setup.get("forked", False)
+    return spec
+
+
+def _between_jobs() -> None:
+    """Flush what the job wrote (output, its last progress report) before it is done."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    progress = sys.modules.get("bgrun._progress") or sys.modules.get("_progress")
+    if progress is not None and progress._pid == os.getpid():
+        progress.flush()
+        # (a report that met the last job's closed pipe dropped the descriptor)
+        progress.__dict__.update(_fd=PROGRESS_FD, _pending=None, _next_write=0.0)
 
 
 def _failed(spec: dict, exc: BaseException) -> None:  # type: ignore[type-arg]
@@ -182,7 +272,12 @@ def _is_plain(value, depth: int) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def _finish(spec: dict, code: int, verdict: tuple) -> None:  # type: ignore[type-arg]
+def _finish(spec: dict, code: int, verdict: tuple) -> "NoReturn":  # type: ignore[type-arg]
+    _write_result(spec, verdict)
+    _finish_process(spec, code)
+
+
+def _write_result(spec: dict, verdict: tuple) -> None:  # type: ignore[type-arg]
     try:
         data = marshal.dumps(verdict)
     except ValueError:
@@ -190,6 +285,10 @@ def _finish(spec: dict, code: int, verdict: tuple) -> None:  # type: ignore[type
     fd = os.open(spec["result_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, data)
     os.close(fd)
+
+
+def _finish_process(spec: dict, code: int) -> "NoReturn":  # type: ignore[type-arg]
+    """End this process with exit status `code`, as interpreter shutdown would."""
     if spec.get("forked"):
         try:  # what interpreter shutdown would do for the job: its threads, its exit hooks
             threading = sys.modules.get("threading")

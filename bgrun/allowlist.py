@@ -18,11 +18,13 @@ from bgrun.files import Signature, file_signature
 from bgrun.queues import check_queue_name
 
 MAX_NAME = 255
+MAX_REUSE = 1_000_000  # `reuse`: jobs per warm child (a bound, so a typo is not forever)
 _PART = r"[A-Za-z_][A-Za-z0-9_]*"
 _TARGET = re.compile(rf"{_PART}(?:\.{_PART})*")
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _RULE_KEYS: dict[str, type | tuple[type, ...]] = {
     "methods": list, "retries": int, "timeout": (int, float), "priority": int, "queue": str,
+    "reuse": int,
 }
 _TOP_KEYS = ("jobs", "queues")
 
@@ -36,6 +38,7 @@ class Rule(NamedTuple):
     timeout: float | None = None
     priority: int | None = None
     queue: str | None = None  # the target's queue unless the call names one
+    reuse: int | None = None  # jobs one warm child may run in a row (bgrun/warm.py)
 
 
 class Allowlist(NamedTuple):
@@ -185,9 +188,13 @@ def _rule(path: Path, text: str, target: str, body: Any) -> Rule:
             check_names(target, method)
         except BadNameError as exc:
             raise _error(path, text, target, "methods", str(exc)) from None
-    numbers = {k: body[k] for k in ("retries", "timeout", "priority") if k in body}
+    numbers = {k: body[k] for k in ("retries", "timeout", "priority", "reuse") if k in body}
     if numbers.get("retries", 0) < 0 or numbers.get("timeout", 1) <= 0:
         raise _error(path, text, target, None, f"{target}: retries >= 0 and timeout > 0")
+    if not 1 <= numbers.get("reuse", 1) <= MAX_REUSE:
+        raise _error(path, text, target, "reuse",
+                     f"{target}.reuse must be a whole number from 1 to {MAX_REUSE}"
+                     " (jobs one warm child runs in a row)")
     return Rule(target, frozenset(methods), queue=_target_queue(path, text, target, body),
                 **numbers)
 

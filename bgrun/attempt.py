@@ -28,6 +28,7 @@ from bgrun.procstart import process_start
 from bgrun.records import JobRecord, Outcome, iso
 from bgrun.relay import ProgressRelay
 from bgrun.store import Store
+from bgrun.warm import WarmPool
 
 CHILD_SCRIPT = str(Path(_child.__file__).resolve().with_name("_spawned.py"))
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -51,11 +52,13 @@ def marker(job: JobRecord, runner_pid: int) -> str:
 
 def run_attempt(config: Config, store: Store, job: JobRecord,
                 on_start: Callable[[int, float], None] | None = None,
-                on_tick: Callable[[], None] | None = None) -> Verdict:
+                on_tick: Callable[[], None] | None = None,
+                warm: WarmPool | None = None) -> Verdict:
     """Run the claimed attempt `job.attempts` of `job` to its end.
 
     `on_start(pid, start_time)` is told the child's process as soon as it exists;
-    `on_tick()` is called every tick while the child runs.
+    `on_tick()` is called every tick while the child runs. With `warm` (a runner's), a
+    target with `reuse` in the allowlist runs in a warm child (bgrun/warm.py).
     """
     try:
         rule_file = allowlist.check_at_run_time(Path(job.allowlist), job.target, job.method)
@@ -72,8 +75,10 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     env.update({"BGRUN_JOB_ID": job.id, tag_key: tag_value})
     relay = ProgressRelay()
     spec["progress_fd"] = relay.write_fd
+    rule = rule_file.rules.get(job.target)
+    reuse = None if warm is None or rule is None else rule.reuse
     try:
-        proc = _start(config, job, spec, launch.python, env, relay.write_fd)
+        proc = _start(config, job, spec, launch.python, env, relay.write_fd, warm, reuse)
     except OSError as exc:
         relay.close()
         return Verdict(Outcome.FAILED,
@@ -87,6 +92,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
         except OSError:
             pass  # the child died at once: its exit status tells
     started = process_start(proc.pid)
+    completed = False
     try:
         store.set_child(job.id, proc.pid, started)
         if on_start is not None:
@@ -94,11 +100,14 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
         ended = _supervise(config, store, job, proc, started, relay, on_tick)
         verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes)
         verdict = verdict._replace(progress_json=relay.final())  # stored with the verdict
+        completed = verdict.outcome == Outcome.COMPLETED
     except StoreGoneError:
         _end_orphaned(config, job, proc, started)
         raise
     finally:
         relay.close()
+        if warm is not None:  # a warm child is kept only after a completed job
+            warm.ended(proc, completed)
     return verdict
 
 
@@ -112,11 +121,18 @@ def _end_orphaned(config: Config, job: JobRecord, proc: forkrun.ChildProcess,
 
 
 def _start(config: Config, job: JobRecord, spec: dict[str, object], python: str,
-           env: dict[str, str], progress_fd: int) -> forkrun.ChildProcess:
-    """Fork or spawn the attempt's child, its output going to the job's output file."""
+           env: dict[str, str], progress_fd: int, warm: WarmPool | None = None,
+           reuse: int | None = None) -> forkrun.ChildProcess:
+    """Fork or spawn the attempt's child (or hand it to a warm child), its output going
+    to the job's output file."""
     out_fd = open_append(Path(job.output))
     try:
         os.write(out_fd, f"--- bgrun: attempt {job.attempts} started {iso(time.time())}\n".encode())
+        if warm is not None:
+            warm_job = warm.start(config, job, spec, python=python, env=env, out_fd=out_fd,
+                                  progress_fd=progress_fd, reuse=reuse)
+            if warm_job is not None:
+                return warm_job
         if _may_fork(config, job, python, env):  # warm fork mode (POSIX)
             return forkrun.start_forked(spec, cwd=job.cwd, env=env, output_fd=out_fd)
         return start_child([python, CHILD_SCRIPT], cwd=job.cwd, env=env, output_fd=out_fd,
@@ -195,13 +211,16 @@ class _ExitWaiter:
     def __init__(self, proc: forkrun.ChildProcess) -> None:
         self.proc = proc
         self.fd: int | None = None
-        if hasattr(os, "pidfd_open"):
+        self.ready = getattr(proc, "wait_ready", None)  # a warm job waits in its own way
+        if hasattr(os, "pidfd_open") and self.ready is None:
             try:
                 self.fd = os.pidfd_open(proc.pid)
             except OSError:
                 self.fd = None
 
     def wait(self, seconds: float) -> bool:
+        if self.ready is not None:
+            return bool(self.ready(seconds))
         if self.fd is not None:
             ready, _, _ = select.select([self.fd], [], [], seconds)
             if not ready:

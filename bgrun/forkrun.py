@@ -190,12 +190,7 @@ def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[
             os.dup2(devnull, 0)
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)
-            keep = spec.get("progress_fd", -1)  # the progress pipe: the one kept
-            if isinstance(keep, int) and keep >= 3:
-                os.closerange(3, keep)
-                os.closerange(keep + 1, _max_fd())
-            else:
-                os.closerange(3, _max_fd())
+            _close_inherited(spec)
             os.chdir(cwd)
             remove, assign = changes
             for key in remove:
@@ -217,6 +212,17 @@ def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[
             _child.run({**spec, "forked": True})
         finally:
             os._exit(_child.EXIT_ERROR)  # run() exits itself; this is a last resort
+
+
+def _close_inherited(spec: dict[str, object]) -> None:  # pragma: no cover - forked child
+    """Close every descriptor above 2 but the progress pipe and a warm child's socket."""
+    keep = sorted(fd for fd in (spec.get("progress_fd"), spec.get("warm_fd"))
+                  if isinstance(fd, int) and fd >= 3)
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
 
 
 def _name_process(name: bytes) -> None:  # pragma: no cover - forked child

@@ -34,6 +34,7 @@ from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner, start_runner_for
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire, worker_waiting
 from bgrun.store import Role
+from bgrun.warm import WarmPool
 from bgrun.watchlink import STOP, WatchLink
 
 SPREAD_EVERY = 0.25  # seconds between looks for a free slot while busy (a look costs a query)
@@ -59,6 +60,7 @@ class Runner:
         self.last_spread = float("-inf")  # a runner's first attempt always looks
         self.watch = WatchLink(ctx)  # a watcher notices this runner's death (watcher.py)
         self.last_handover_look = float("-inf")
+        self.warm = WarmPool()  # targets with `reuse` run in a warm child (warm.py)
 
     def register(self) -> None:
         """Be seen in the runners view (`bgrun runners`) while holding this slot."""
@@ -200,7 +202,7 @@ class Runner:
             raise
         try:
             verdict = run_attempt(ctx.config, ctx.store, job, self._child_started,
-                                  self._check_watcher)
+                                  self._check_watcher, self.warm)
         except StoreGoneError as exc:
             _note_abandoned(ctx, job, exc)
             raise
@@ -261,6 +263,7 @@ def serve(config: Config) -> bool:
     try:
         runner.serve()
     finally:
+        runner.warm.close()  # (its child exits on EOF; it would also when we exit)
         if runner.lock.is_locked:  # work may be left behind (a stop, a broken allowlist)
             with contextlib.suppress(BgrunError):  # the row of a dead slot is ignored anyway
                 ctx.store.unregister_runner(runner.slot, os.getpid())

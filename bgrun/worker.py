@@ -62,6 +62,7 @@ def run_worker(config: Config, *, requeue_on_stop: bool, say: Callable[[str], No
         if not stop.requested:
             runner.serve()
     finally:
+        runner.warm.close()  # (its child exits on EOF)
         if runner.lock.is_locked:  # as runner.serve() leaves a slot (see watchlink.py)
             with contextlib.suppress(BgrunError):  # the row of a dead slot is ignored anyway
                 ctx.store.unregister_runner(runner.slot, os.getpid())
