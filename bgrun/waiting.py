@@ -3,8 +3,10 @@
 "queued" alone hides the two waits a user can act on: an allowlist that is missing or
 broken (runners leave it alone, so nothing runs until it is fixed and `bgrun recover` is
 run), and every runner slot busy (a long or stuck job holds each one: a timeout, a higher
-BGRUN_CONCURRENCY or `bgrun cancel` helps). Nothing here is stored, and nothing takes a
-lock: a look reads the store and the allowlist files, once per command.
+BGRUN_CONCURRENCY or `bgrun cancel` helps). On a server store shared by several hosts,
+a third: no live runner serves the job's queue (a web host with BGRUN_START_RUNNERS=0
+and every worker host down). Nothing here is stored, and nothing takes a lock: a look
+reads the store and the allowlist files, once per command.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Look:
         self._allowlists: dict[str, str | None] = {}
         self._running: int | None = None
         self._in_queue: dict[str, int] = {}
+        self._served: list[frozenset[str] | None] | None = None
 
     def allowlist_problem(self, path: str) -> str | None:
         """Why the allowlist at `path` is unusable, or None when it can be used."""
@@ -45,6 +48,17 @@ class Look:
             self._running = sum(1 for r in self.ctx.store.running() if r.runner_slot >= 0)
         return self._running
 
+
+    def live_runners_serve(self, queue: str) -> bool:
+        """True when a runner whose lease holds serves `queue` (leased stores only)."""
+        if self._served is None:
+            lease = self.ctx.config.lease
+            self._served = [
+                None if r.queues is None else frozenset(r.queues.split(","))
+                for r in self.ctx.store.runner_rows()
+                if r.lease_age is not None and r.lease_age < lease
+            ]
+        return any(q is None or queue in q for q in self._served)
 
     def running_in_queue(self, queue: str) -> int:
         """How many jobs of `queue` are running now."""
@@ -81,8 +95,23 @@ def queue_at_limit(job: JobRecord, look: Look) -> str | None:
     return f"queue {job.queue} is at its limit ({running} running, concurrency = {limit})"
 
 
+def no_live_runner(job: JobRecord, look: Look) -> str | None:
+    """On a store several hosts share: no runner alive on any host serves the job's queue.
+
+    Runners started on demand serve every queue, so this is the wait of a host that
+    starts none (BGRUN_START_RUNNERS=0) while every worker host is down or serves other
+    queues. It is a look at the leases, not a promise: a worker may start any time.
+    """
+    if not look.ctx.store.leased or look.live_runners_serve(job.queue):
+        return None
+    return (f"no runner on any host serves queue {job.queue} now (start `bgrun worker`"
+            " on a worker host)")
+
+
 def every_slot_busy(job: JobRecord, look: Look) -> str | None:
     """Every runner slot is running a job: the next free one takes the best ready job."""
+    if look.ctx.store.leased:
+        return None  # slots are per host there; the jobs running are every host's
     concurrency = look.ctx.config.concurrency
     if look.running_in_slots() < concurrency:
         return None
@@ -90,7 +119,7 @@ def every_slot_busy(job: JobRecord, look: Look) -> str | None:
 
 
 #: Asked in order; the first reason that answers is the one shown.
-REASONS: list[Reason] = [allowlist_unusable, queue_at_limit, every_slot_busy]
+REASONS: list[Reason] = [allowlist_unusable, queue_at_limit, no_live_runner, every_slot_busy]
 
 
 def job_dict(job: JobRecord, look: Look) -> dict[str, Any]:
