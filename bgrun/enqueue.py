@@ -11,7 +11,13 @@ from typing import Any, NamedTuple
 from bgrun import allowlist
 from bgrun.config import Config
 from bgrun.context import Context, context_for
-from bgrun.errors import BadParamsError, BgrunError, ConfigError, NotAllowedError
+from bgrun.errors import (
+    BadParamsError,
+    BgrunError,
+    ConfigError,
+    NotAllowedError,
+    StoreError,
+)
 from bgrun.files import private_dir
 from bgrun.joblog import EventLog
 from bgrun.launcher import without_secrets
@@ -102,7 +108,11 @@ def submit(config: Config, req: Request) -> tuple[str, bool]:
     req = _plain_names(req)
     now = time.time()
     job = checked(config, req, now)
-    ctx = context_for(config)
+    try:
+        ctx = context_for(config)
+    except StoreError as exc:  # unreachable, refused, not bgrun's: a refusal too
+        _log_refusal_if_project(config, req, exc)
+        raise
     ctx.log.check()  # an unwritable log refuses the job before it is stored
     return _store(ctx, job, now)
 

@@ -286,7 +286,10 @@ def cli_error(project, url: str, password: str) -> str:
     assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
     no_password_anywhere(project.path, result, password)
     assert "Traceback" not in result.stderr
-    return result.stderr.strip()
+    said = result.stderr.strip()
+    logged = [e["error"] for e in project.events(errors=True)]
+    assert logged and logged[-1] == "StoreError: " + said.removeprefix("bgrun: error: ")
+    return said
 
 
 def test_a_wrong_password_is_one_line_exit_4_and_never_shown(project, pg_server: PgServer,
@@ -339,3 +342,39 @@ def test_without_psycopg_a_postgresql_url_names_the_extra(project, pg_url: str):
         "bgrun: error: BGRUN_STORE names a PostgreSQL database, but psycopg is not"
         " installed: pip install 'bgrun[postgres]'"]
 
+
+
+# -- plans and sessions --------------------------------------------------------------------
+
+def test_claims_walk_the_claim_indexes_not_the_table(open_pg: Opener, pg_url: str):
+    open_pg()
+    from bgrun.store import pgsql
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(  # a history of finished jobs, a backlog of waiting ones
+            "INSERT INTO bgrun.jobs (target, method, params, status, priority, attempts,"
+            " retries, created_at, run_at, ready_at, cwd, python, env, allowlist, queue)"
+            " SELECT 'jobs', 'noop', '[]', CASE WHEN n % 10 = 0 THEN 'waiting'"
+            " ELSE 'completed' END, n % 3, 1, 0, n, n, n, '/', 'py', '{}', 'a',"
+            " 'q' || (n % 4) FROM generate_series(1, 20000) AS n")
+        conn.execute("ANALYZE bgrun.jobs")
+        args = {"now": T, "queues": ["q1", "q2"]}
+        for statement, index in [(pgsql.PICK, "jobs_claim"),
+                                 (pgsql.PICK_IN, "jobs_queue_claim")]:
+            plan = "\n".join(str(r[0]) for r in conn.execute(
+                ("EXPLAIN " + statement).encode(), args).fetchall())
+            assert f"Index Scan using {index}" in plan, plan
+            assert "Seq Scan" not in plan and "Sort" not in plan.split("LockRows")[-1], plan
+
+
+def test_sessions_notice_a_dead_peer_well_within_the_lease():
+    from bgrun.store.pgconnect import describe_url, session_params
+
+    url = "postgresql://u:s3cret@db.example:6432/jobs?sslmode=require&keepalives_idle=7"
+    params = session_params(url, lease=15.0)
+    assert params["connect_timeout"] == 10 and params["keepalives"] == 1
+    assert params["keepalives_idle"] == "7"  # the URL's own setting wins
+    assert params["tcp_user_timeout"] == 5000 and params["sslmode"] == "require"
+    assert (params["keepalives_interval"] * params["keepalives_count"]) < 15
+    assert session_params(url + "&connect_timeout=3", 15.0)["connect_timeout"] == "3"
+    assert describe_url(url) == "postgresql://u@db.example:6432/jobs"
