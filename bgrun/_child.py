@@ -110,16 +110,16 @@ def _next_job(sock, setup: dict) -> "dict | None":  # type: ignore[no-untyped-de
         return None
     import socket
 
-    head, fds, _, _ = socket.recv_fds(sock, 8, 2)
-    if not head:
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)  # (the whole spec, usually)
+    if not data:
         return None
-    while len(head) < 8:
-        more = sock.recv(8 - len(head))
+    while len(data) < 8:
+        more = sock.recv(8 - len(data))
         if not more:
             return None
-        head += more
-    body = bytearray()
-    size = int.from_bytes(head, "big")
+        data += more
+    size = int.from_bytes(data[:8], "big")
+    body = bytearray(data[8:])
     while len(body) < size:
         more = sock.recv(min(size - len(body), 1 << 20))
         if not more:

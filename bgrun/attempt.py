@@ -91,7 +91,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
             stdin.close()
         except OSError:
             pass  # the child died at once: its exit status tells
-    started = process_start(proc.pid)
+    started = getattr(proc, "started", None) or process_start(proc.pid)  # (warm: known)
     completed = False
     try:
         store.set_child(job.id, proc.pid, started)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from bgrun import _child, forkrun
 from bgrun.config import Config
 from bgrun.launcher import start_child
+from bgrun.procstart import process_start
 
 if TYPE_CHECKING:
     import socket
@@ -49,13 +50,15 @@ JOB_VARS = frozenset({"BGRUN_JOB_ID", "BGRUN_JOB_TAG"})  # the only variables se
 POLL = 0.05  # seconds between looks at a child's exit where no pidfd can tell it
 
 #: What a warm child may be reused for: target, cwd, interpreter, allowlist path and
-#: signature, and the environment but for JOB_VARS.
-Key = tuple[str, str, str, str, object, tuple[tuple[str, str], ...]]
+#: signature, and the environment but for JOB_VARS (compared as a dict: no sorting).
+Key = tuple[str, str, str, str, object, dict[str, str]]
 
 
 def key_of(job: JobRecord, python: str, env: Mapping[str, str], signature: object) -> Key:
     """The key a warm child must have to run `job` (see Key)."""
-    shared = tuple(sorted((k, v) for k, v in env.items() if k not in JOB_VARS))
+    shared = dict(env)
+    for name in JOB_VARS:
+        shared.pop(name, None)
     return (job.target, job.cwd, python, job.allowlist, repr(signature), shared)
 
 
@@ -69,6 +72,7 @@ class WarmChild:
         self.sock = sock
         self.reuse = reuse
         self.jobs = 0  # attempts sent so far
+        self.started = process_start(proc.pid)  # (read once: the same process every job)
         self.eof = False  # the socket said EOF: the child is ending
         self.pidfd: int | None = None
         if hasattr(os, "pidfd_open"):
@@ -78,14 +82,19 @@ class WarmChild:
                 self.pidfd = None
 
     def send(self, spec: dict[str, object], out_fd: int, progress_fd: int) -> None:
-        """Hand the child its next job: the spec, the output file and the progress pipe."""
+        """Hand the child its next job: the spec, the output file and the progress pipe
+        (one message: an 8-byte length, then the spec; the descriptors ride on it)."""
         if sys.platform == "win32":
             raise OSError("warm children are POSIX only")
+        import array
         import socket
 
         body = marshal.dumps(spec)
-        socket.send_fds(self.sock, [len(body).to_bytes(8, "big")], [out_fd, progress_fd])
-        self.sock.sendall(body)
+        fds = array.array("i", [out_fd, progress_fd])
+        data = len(body).to_bytes(8, "big") + body
+        sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
         self.jobs += 1
 
     def close(self, kill: bool) -> None:
@@ -117,6 +126,7 @@ class WarmJob:
     def __init__(self, child: WarmChild) -> None:
         self.child = child
         self.pid = child.proc.pid
+        self.started = child.started
         self.returncode: int | None = None
         self.done = False  # the child said done (it may serve the next job)
 
