@@ -67,12 +67,19 @@ def leave_thread():
     return os.getpid()
 
 
+def report(done, message):
+    import bgrun
+
+    bgrun.progress(done, done, message)
+    return os.getpid()
+
+
 def env_value(name):
     return {"pid": os.getpid(), "value": os.environ.get(name)}
 '''
 
 RULE = ('\n[jobs."warmjobs"]\n'
-        'methods = ["state", "fail", "say", "nap", "leave_thread", "env_value"]\n')
+        'methods = ["state", "fail", "say", "nap", "leave_thread", "env_value", "report"]\n')
 
 
 @pytest.fixture
@@ -174,7 +181,9 @@ def test_the_child_is_discarded_when_the_allowlist_changes(warm):
     assert pid_of(run("state")) == pid_of(changed)  # the new child is warm in turn
 
 
-def test_each_job_s_output_goes_to_its_own_log(warm):
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+def test_each_job_s_output_goes_to_its_own_log(warm, monkeypatch, mode):
+    monkeypatch.setenv("BGRUN_MODE", mode)
     one = run("say", "one")
     two = run("say", "two")
     assert pid_of(one) == pid_of(two)  # one warm child wrote both
@@ -185,6 +194,14 @@ def test_each_job_s_output_goes_to_its_own_log(warm):
             assert line in log
         assert other not in log, log
         assert "attempt 1 started" in log
+
+
+def test_each_job_s_progress_is_its_own(warm):
+    jobs = [run("report", done, f"job {done}") for done in (1, 2)]
+    assert pid_of(jobs[0]) == pid_of(jobs[1])
+    for done, job in zip((1, 2), jobs, strict=True):
+        progress = job.info()["progress"]
+        assert (progress["done"], progress["message"]) == (done, f"job {done}")
 
 
 def test_a_job_gets_its_own_id_in_its_environment(warm):
