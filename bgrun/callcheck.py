@@ -9,6 +9,7 @@ file on disk, and a check must never refuse for that.
 from __future__ import annotations
 
 import inspect
+from types import FunctionType
 from typing import Any
 
 from bgrun.convert import convert_call
@@ -48,7 +49,28 @@ def check_call(target: str, method: str, args: list[Any], kwargs: dict[str, Any]
     return _fit(current, args, kwargs, where)
 
 
+#: Signatures read, by plain function: kept while its code and defaults are the same
+#: objects (a module imported again makes new functions). Bounded by the functions a
+#: process queues; any other callable is read each time.
+_signatures: dict[tuple[FunctionType, bool],
+                  tuple[tuple[object, ...], inspect.Signature | None]] = {}
+
+
 def _live_signature(func: Any, binds_self: bool) -> inspect.Signature | None:
+    if type(func) is not FunctionType or "__wrapped__" in func.__dict__ or (
+            "__signature__" in func.__dict__):
+        return _read_signature(func, binds_self)
+    parts: tuple[object, ...] = (func.__code__, func.__defaults__, func.__kwdefaults__,
+                                 func.__annotations__)
+    kept = _signatures.get((func, binds_self))
+    if kept is not None and all(a is b for a, b in zip(kept[0], parts, strict=True)):
+        return kept[1]
+    sig = _read_signature(func, binds_self)
+    _signatures[func, binds_self] = (parts, sig)
+    return sig
+
+
+def _read_signature(func: Any, binds_self: bool) -> inspect.Signature | None:
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):

@@ -9,7 +9,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from bgrun.envmemo import EnvMemo
 from bgrun.errors import ConfigError
+from bgrun.files import file_signature
 
 STORE_NAME = "bgrun.sqlite3"
 # Warm fork on Linux (it drains far faster than spawn: benchmarks/RESULTS.md); spawn
@@ -82,9 +84,22 @@ class Config(NamedTuple):
     def load(
         cls, cwd: Path | None = None, environ: Mapping[str, str] | None = None
     ) -> Config:
-        """Read the settings the way every bgrun entry point does."""
-        cwd = Path.cwd() if cwd is None else cwd
-        env = merged_environ(cwd, os.environ if environ is None else environ)
+        """Read the settings the way every bgrun entry point does.
+
+        Called with no arguments (every enqueue does), the answer is kept while the
+        working directory, its `.env` file, the environment and the interpreter are what
+        they were.
+        """
+        if cwd is None and environ is None:
+            where = os.getcwd()
+            key = (where, file_signature(os.path.join(where, ".env")), sys.executable)
+            return _loaded.get(key, lambda: cls._read(Path(where), os.environ))
+        return cls._read(Path.cwd() if cwd is None else cwd,
+                         os.environ if environ is None else environ)
+
+    @classmethod
+    def _read(cls, cwd: Path, environ: Mapping[str, str]) -> Config:
+        env = merged_environ(cwd, environ)
         log_dir = _path(env.get("BGRUN_LOG_DIR"), cwd, cwd / "logs")
         defaults = cls(
             allowlist=_path(env.get("BGRUN_ALLOWLIST"), cwd, cwd / "allowlist.toml"),
@@ -140,6 +155,9 @@ class Config(NamedTuple):
         return self.python
 
 
+_loaded: EnvMemo[Config] = EnvMemo()
+
+
 def merged_environ(cwd: Path, environ: Mapping[str, str]) -> Mapping[str, str]:
     """BGRUN_* values from `.env` under those already in the environment (which win).
 
@@ -160,10 +178,10 @@ def merged_environ(cwd: Path, environ: Mapping[str, str]) -> Mapping[str, str]:
 def unknown_names(env: Iterable[str]) -> list[str]:
     """A phrase for each BGRUN_* name in `env` that bgrun does not know (a typo is ignored
     silently otherwise), with the known name it most resembles."""
-    import difflib
-
     found = []
     for name in sorted(n for n in env if n.startswith("BGRUN_") and n not in KNOWN_NAMES):
+        import difflib  # (only where there is a typo: every command looks)
+
         close = difflib.get_close_matches(name, KNOWN_NAMES, n=1, cutoff=0.8)
         found.append(f"{name} (did you mean {close[0]}?)" if close else name)
     return found

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -11,6 +10,7 @@ from typing import Any, NamedTuple
 from bgrun import allowlist
 from bgrun.config import Config
 from bgrun.context import Context, context_for
+from bgrun.envmemo import environ_json
 from bgrun.errors import (
     BadParamsError,
     BgrunError,
@@ -20,7 +20,6 @@ from bgrun.errors import (
 )
 from bgrun.files import private_dir
 from bgrun.joblog import EventLog
-from bgrun.launcher import without_secrets
 from bgrun.params import encode_params, split_call
 from bgrun.queues import DEFAULT_QUEUE, check_queue_name
 from bgrun.records import JobStatus
@@ -77,7 +76,7 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
     return NewJob(
         target=req.target, method=req.method, params_json=params_json, priority=priority,
         retries=retries, timeout=timeout, run_at=now + req.delay, cwd=cwd,
-        python=config.require_python(), env_json=json.dumps(without_secrets(os.environ)),
+        python=config.require_python(), env_json=environ_json(),
         allowlist=str(config.allowlist), unique_key=req.unique, queue=queue or DEFAULT_QUEUE,
         queued_on=config.host,
     )

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bgrun.errors import ConfigError
-from bgrun.files import open_append
 from bgrun.locks import FileLock
+from bgrun.logfile import KeptAppend
 
 EVENTS_LOG = "background_jobs.log"
 ERRORS_LOG = "background_jobs_errors.log"
@@ -89,6 +89,8 @@ class EventLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = FileLock(log_dir / ".logs.lock")
+        # Descriptors kept open between events (see logfile.py: re-checked every time).
+        self._files = {name: KeptAppend(log_dir / name) for name in (EVENTS_LOG, ERRORS_LOG)}
 
     def event(
         self,
@@ -124,47 +126,48 @@ class EventLog:
             self._lock.release()
 
     def check(self) -> None:
-        """ConfigError now if the event log cannot be opened for writing."""
+        """ConfigError now if the event log cannot be opened for writing.
+
+        The descriptor opened is kept for the event that follows (an enqueue's line).
+        """
+        file = self._files[EVENTS_LOG]
         try:
-            os.close(open_append(self.log_dir / EVENTS_LOG))
+            file.current()
         except OSError as exc:
-            raise _unwritable(self.log_dir / EVENTS_LOG, exc) from None
+            raise _unwritable(file.path, exc) from None
+        file.done()
 
     def _append(self, name: str, line: str) -> None:
-        path = self.log_dir / name
+        file = self._files[name]
         data = (line + "\n").encode("utf-8", errors="backslashreplace")
         try:
-            if self.max_bytes:
-                self._rotate_if_full(path, len(data))
-            fd = open_append(path)
+            fd, start = file.current()
+            if self.max_bytes and self._rotate_if_full(file.path, start, len(data)):
+                fd, start = file.current()
         except OSError as exc:
-            raise _unwritable(path, exc) from None
-        start = -1
+            raise _unwritable(file.path, exc) from None
         try:
-            start = os.fstat(fd).st_size
             written = os.write(fd, data)
             if written != len(data):  # the disk filled up mid-line
                 raise OSError(28, os.strerror(28))
         except OSError as exc:
-            if start >= 0:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, start)  # a line is written whole or not at all
-            raise _unwritable(path, exc) from None
-        finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)  # a line is written whole or not at all
+            file.forget()
+            raise _unwritable(file.path, exc) from None
+        file.done()
 
-    def _rotate_if_full(self, path: Path, incoming: int) -> None:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
+    def _rotate_if_full(self, path: Path, size: int, incoming: int) -> bool:
+        """Rotate the log at `path` (now `size` bytes) if `incoming` more would pass the
+        limit; True when it was rotated (its descriptor must be looked up again)."""
         if size == 0 or size + incoming <= self.max_bytes:
-            return
+            return False
         if self.backups == 0:
             os.truncate(path, 0)
-            return
+            return True
         for n in range(self.backups - 1, 0, -1):
             older = path.with_name(f"{path.name}.{n}")
             if older.exists():
                 os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
         os.replace(path, path.with_name(f"{path.name}.1"))
+        return True

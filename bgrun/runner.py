@@ -61,6 +61,7 @@ class Runner:
         self.watch = WatchLink(ctx)  # a watcher notices this runner's death (watcher.py)
         self.last_handover_look = float("-inf")
         self.warm = WarmPool()  # targets with `reuse` run in a warm child (warm.py)
+        self.slept = False  # the last pass ended in a sleep (see _claim)
 
     def register(self) -> None:
         """Be seen in the runners view (`bgrun runners`) while holding this slot."""
@@ -83,7 +84,7 @@ class Runner:
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
                 last_settle = time.monotonic()
             plan = self._plan()
-            job = self.ctx.store.claim(time.time(), self.slot, os.getpid(), plan)
+            job = self._claim(plan)
             if job is not None:
                 self.waker.busy()
                 if not self._run(job):  # spreads once its attempt has started (_child_started)
@@ -107,7 +108,23 @@ class Runner:
                 return
             wait = next_at - now if next_at is not None and not due else self.ctx.config.tick
             self.waker.sleep(min(wait, self.ctx.config.tick))
+            self.slept = True
         self.waker.busy()
+
+    def _claim(self, plan: QueuePlan) -> JobRecord | None:
+        """Claim the best ready job; after a sleep, only if a read finds one ready.
+
+        A claim is a write transaction even when it finds nothing, and a caller's poke
+        wakes us while it may be queueing its next job: the read leaves the store's write
+        lock to that caller (a writer that meets a held lock sleeps a millisecond or more)
+        when the job woken for is scheduled, or another runner took it.
+        """
+        if self.slept:
+            self.slept = False
+            next_at = self.ctx.store.next_run_at(plan)
+            if next_at is None or next_at > time.time():
+                return None
+        return self.ctx.store.claim(time.time(), self.slot, os.getpid(), plan)
 
     def _plan(self) -> QueuePlan:
         """The queues this runner serves, under the limits of its allowlist as it is now.
