@@ -1,5 +1,5 @@
 """`python -m bgrun`."""
 
-from bgrun.cli import main
+from bgrun.entry import main
 
 main()

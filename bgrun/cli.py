@@ -16,9 +16,9 @@ import click
 from bgrun import control
 from bgrun.config import Config
 from bgrun.context import Context, context_for
-from bgrun.convert import CliText
-from bgrun.enqueue import Request, submit
+from bgrun.enqueue import submit
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
+from bgrun.execwords import build_request
 from bgrun.queues import check_queue_name, parse_queue_list
 from bgrun.records import JobStatus
 from bgrun.render import job_page, job_table, parse_duration, runner_table
@@ -154,54 +154,6 @@ def job_options(func: F) -> F:
     ]):
         func = option(func)
     return func
-
-
-def build_request(target: str, method: str | None, args: tuple[str, ...],
-                  params_json: str | None, kwargs: tuple[str, ...], json_kwargs: tuple[str, ...],
-                  **opts: Any) -> Request:
-    """A Request from the command line's words: ARGS (or --params) and --kw/--kw-json mix."""
-    if method is None:
-        owner, _, name = target.rpartition(".")
-        hint = f": did you mean '{owner} {name}'?" if owner else ""
-        raise BadParamsError(f"missing METHOD: the syntax is TARGET METHOD [ARGS]...{hint}")
-    params: Any = [CliText(arg) for arg in args]  # converted by the method's annotations
-    keywords: dict[str, Any] = {}
-    for item in kwargs:
-        name, value = _split_kw(item)
-        keywords[name] = CliText(value)
-    for item in json_kwargs:
-        name, value = _split_kw(item)
-        keywords[name] = _json(value, f"--kw-json {name}")
-    if params_json is not None:
-        if args:
-            raise BadParamsError("--params replaces ARGS: use one or the other")
-        params = _json(params_json, "--params")
-        if isinstance(params, dict) and keywords:
-            raise BadParamsError("--params is an object (keyword arguments): put the --kw and"
-                                 " --kw-json values in it, or give a list")
-    return Request(target, method, params, opts["retries"], opts["delay"], opts["priority"],
-                   opts["timeout"], opts["unique"], not opts["no_import_check"],
-                   kwargs=keywords or None, queue=opts["queue"])
-
-
-def _split_kw(item: str) -> tuple[str, str]:
-    name, sep, value = item.partition("=")
-    if not sep or not name:
-        raise BadParamsError(f"{item[:40]!r} is not NAME=VALUE")
-    return name, value
-
-
-def _json(text: str, where: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except ValueError as exc:
-        raise BadParamsError(f"{where} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadParamsError(f"{where} is nested too deeply") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 @cli.command("exec")

@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bgrun.attempt import Verdict, marker, read_verdict
 from bgrun.config import Config
 from bgrun.context import RUNNER_SCRIPT, Context, runner_python
 from bgrun.errors import Failure
 from bgrun.jobfiles import result_path
 from bgrun.launcher import start_detached
-from bgrun.policy import compute_backoff, may_retry
 from bgrun.records import JobRecord, JobStatus, Outcome, State
 from bgrun.slots import any_slot_free, poke, slot_if_dead
+
+# bgrun.attempt (and policy) are imported where a verdict is recorded, not by every
+# caller that queues a job: `bgrun exec` is a whole process, imports included.
+if TYPE_CHECKING:
+    from bgrun.attempt import Verdict
 
 SETTLE_EVERY = 2.0  # seconds between one process's looks for dead runners (runners, waiters)
 _last_look: dict[tuple[int, Path], float] = {}
@@ -69,6 +73,8 @@ def settle_orphans_now_and_then(ctx: Context) -> None:
 
 def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
     """Record the verdict of an attempt whose runner died; end its orphaned tree first."""
+    from bgrun.attempt import Verdict, marker, read_verdict
+
     job = ctx.store.get(job_id)
     if job.stored_status != State.RUNNING or job.attempts != attempt:
         return False
@@ -87,6 +93,8 @@ def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
 def record(ctx: Context, job: JobRecord, verdict: Verdict) -> State | None:
     """Store the verdict of attempt `job.attempts`, scheduling a retry where one is left;
     write the event. Returns the state stored, or None if the attempt was settled already."""
+    from bgrun.policy import compute_backoff, may_retry
+
     now = time.time()
     config = ctx.config
     retry_at = None
