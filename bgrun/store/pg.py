@@ -48,14 +48,12 @@ class PgStore(PgWatch):
                 "allowlist": job.allowlist, "held": job.held, "queue": job.queue,
                 "queued_on": job.queued_on or None}
         for _ in range(100):  # a holder that finishes between our two statements: again
-            with self._db.write() as cur:
-                row = cur.execute(pgsql.INSERT, args).fetchone()
-                if row is not None:
-                    cur.execute(pgsql.NOTIFY)
-                    return str(row["id"]), True
-                held = cur.execute(pgsql.UNIQUE_HOLDER, {"key": job.unique_key}).fetchone()
-                if held is not None:
-                    return str(held["id"]), False
+            rows, _ = self._db.run(pgsql.INSERT_NOTIFY, args)
+            if rows:
+                return str(rows[0]["id"]), True
+            held = self._db.read(pgsql.UNIQUE_HOLDER, {"key": job.unique_key})
+            if held:
+                return str(held[0]["id"]), False
         raise StoreError(f"store {self.describe()}: unique key {job.unique_key!r} kept"
                          " changing hands; nothing stored")
 
@@ -63,6 +61,8 @@ class PgStore(PgWatch):
 
     def claim(self, now: float, slot: int, runner_pid: int, plan: QueuePlan = EVERY_QUEUE
               ) -> JobRecord | None:
+        if not any(plan.may_serve(queue) for queue in plan.limits):
+            return self._claim_unlimited(now, slot, runner_pid, plan)
         try:
             with self._db.write() as cur:
                 full: set[str] = set()
@@ -76,6 +76,19 @@ class PgStore(PgWatch):
                 return None
         except psycopg.errors.UniqueViolation:
             return None  # a slot taken by a runner that ignores the lock (never by ours)
+
+    def _claim_unlimited(self, now: float, slot: int, runner_pid: int, plan: QueuePlan
+                         ) -> JobRecord | None:
+        """claim() where no queue it serves has a limit: one statement, one round trip."""
+        args = {"now": now, "slot": slot, "pid": runner_pid, "host": self.host or None}
+        if plan.serves is None:
+            rows, _ = self._db.run(pgsql.CLAIM_ANY, args)
+        else:
+            rows, _ = self._db.run(pgsql.CLAIM_ANY_IN, {**args, "queues": sorted(plan.serves)})
+        if not rows:
+            return None
+        self._claimed[str(rows[0]["id"])] = (int(rows[0]["attempts"]), runner_pid)
+        return self._record(rows[0])
 
     def claim_one(self, job_id: str, now: float, slot: int, runner_pid: int,
                   plan: QueuePlan = EVERY_QUEUE) -> JobRecord | None:
@@ -105,11 +118,8 @@ class PgStore(PgWatch):
         return self._record(row)
 
     def release_holds(self, holders: list[int]) -> int:
-        with self._db.write() as cur:
-            released = cur.execute(pgsql.RELEASE_HOLD, {"holders": holders}).rowcount
-            if released:
-                cur.execute(pgsql.NOTIFY)
-            return released
+        rows, _ = self._db.run(pgsql.RELEASE_HOLD, {"holders": holders})
+        return int(rows[0]["n"]) if rows else 0
 
     def holders(self) -> list[int]:
         return [int(r["held"]) for r in self._db.read(pgsql.HOLDERS)]
@@ -122,10 +132,9 @@ class PgStore(PgWatch):
 
     def set_child(self, job_id: str, pid: int, started: float) -> None:
         attempt, runner = self._claimed.get(job_id, (None, None))
-        with self._db.write() as cur:
-            cur.execute(pgsql.SET_CHILD, {"pid": pid, "started": started, "id": job_key(job_id),
-                                          "host": self.host or None, "attempt": attempt,
-                                          "runner": runner})
+        self._db.run(pgsql.SET_CHILD, {"pid": pid, "started": started, "id": job_key(job_id),
+                                       "host": self.host or None, "attempt": attempt,
+                                       "runner": runner})
 
     def child_of(self, job_id: str) -> tuple[int, float] | None:
         rows = self._db.read(pgsql.CHILD_OF, {"id": job_key(job_id)})
@@ -142,15 +151,10 @@ class PgStore(PgWatch):
         args = {"id": job_key(job_id), "attempt": attempt, "now": now,
                 "outcome": outcome.value, "retry_at": retry_at, "error": error,
                 "traceback": traceback, "result": result_json, "progress": progress_json}
-        with self._db.write() as cur:
-            row = cur.execute(pgsql.FINISH, args).fetchone()
-            if row is None:
-                return None
-            state = State(row["status"])
-            told = Outcome.RETRYING if state == State.WAITING else Outcome(state.value)
-            cur.execute(pgsql.FINISH_ATTEMPT, {**args, "outcome": told.value})
-            if state == State.WAITING or row["freed"]:  # ready again, or a slot freed
-                cur.execute(pgsql.NOTIFY)
+        rows, _ = self._db.run(pgsql.FINISH_ALL, args)  # (waking runners if it must)
+        if not rows:
+            return None
+        state = State(rows[0]["status"])
         self._claimed.pop(job_id, None)
         return state
 

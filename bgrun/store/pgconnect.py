@@ -150,6 +150,14 @@ class Session:
         with self._lock, self._failing():
             return self.conn.execute(statement, args).fetchall()
 
+    def run(self, statement: str, args: dict[str, Any] | None = None
+            ) -> tuple[list[DictRow], int]:
+        """One statement as a transaction of its own (one round trip, no BEGIN/COMMIT):
+        its rows (empty when it returns none) and how many rows it changed."""
+        with self._lock, self._failing():
+            cur = self.conn.execute(statement, args)
+            return (cur.fetchall() if cur.description else []), cur.rowcount
+
     @contextmanager
     def _failing(self) -> Iterator[None]:
         """psycopg errors as StoreError; a broken session is dropped for the next call."""

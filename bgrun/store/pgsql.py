@@ -30,6 +30,9 @@ INSERT = (
     f" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND {LIVE} DO NOTHING"
     " RETURNING id"
 )
+#: INSERT, waking listeners in the same (one-statement) transaction when a job was stored.
+INSERT_NOTIFY = (f"WITH stored AS ({INSERT}) SELECT id, pg_notify('{CHANNEL}', '') AS woke"
+                 " FROM stored")
 UNIQUE_HOLDER = f"SELECT id FROM bgrun.jobs WHERE unique_key = %(key)s AND {LIVE}"
 
 # -- claims --------------------------------------------------------------------------------
@@ -76,6 +79,20 @@ CLAIM_ONE = (
     " child_started = NULL, progress = NULL, queue_slot = %(queue_slot)s"
     f" WHERE id = %(id)s AND status = 'waiting' RETURNING {COLUMNS}"
 )
+#: A claim in one statement (a runner whose plan has no queue limit): lock the best ready
+#: job (`pick`: PICK or PICK_IN), take it, count its attempt.
+CLAIM_PICKED = (
+    "WITH next AS ({pick}), claimed AS ("
+    " UPDATE bgrun.jobs j SET status = 'running', attempts = j.attempts + 1,"
+    " started_at = %(now)s, runner_slot = %(slot)s, runner_pid = %(pid)s,"
+    " runner_host = %(host)s, child_pid = NULL, child_started = NULL, progress = NULL,"
+    " queue_slot = NULL FROM next WHERE j.id = next.id RETURNING j.*),"
+    " counted AS (INSERT INTO bgrun.attempts (job_id, number, started_at)"
+    "  SELECT id, attempts, %(now)s FROM claimed)"
+    f" SELECT {COLUMNS} FROM claimed"
+)
+CLAIM_ANY = CLAIM_PICKED.format(pick=PICK)
+CLAIM_ANY_IN = CLAIM_PICKED.format(pick=PICK_IN)
 START_ATTEMPT = ("INSERT INTO bgrun.attempts (job_id, number, started_at)"
                  " VALUES (%(id)s, %(number)s, %(now)s)")
 #: When the earliest job of the queues named (NULL: any) is ready.
@@ -89,8 +106,12 @@ NEXT_READY_IN = (
 
 # -- holds, children ------------------------------------------------------------------------
 
-RELEASE_HOLD = ("UPDATE bgrun.jobs SET held = 0 WHERE held = ANY(%(holders)s::integer[])"
-                " AND status = 'waiting'")
+RELEASE_HOLD = (
+    "WITH released AS (UPDATE bgrun.jobs SET held = 0"
+    " WHERE held = ANY(%(holders)s::integer[]) AND status = 'waiting' RETURNING id)"
+    f" SELECT count(*) AS n, (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', '')"
+    "  FROM released LIMIT 1) AS w) AS woke FROM released"
+)
 HOLDERS = ("SELECT DISTINCT held FROM bgrun.jobs WHERE held <> 0 AND status = 'waiting'"
            " ORDER BY held")
 LAUNCH_SPEC = "SELECT python, env FROM bgrun.jobs WHERE id = %(id)s"
@@ -126,11 +147,17 @@ FINISH = (
     " WHERE j.id = old.id AND j.status = 'running' AND j.attempts = %(attempt)s"
     " RETURNING j.status, old.queue_slot IS NOT NULL AS freed"
 )
-#: The newest attempt numbered %(attempt)s (a retried job counts from 1 again).
-FINISH_ATTEMPT = (
-    "UPDATE bgrun.attempts SET finished_at = %(now)s, outcome = %(outcome)s, error = %(error)s"
+#: FINISH and its attempt's verdict in one statement, waking listeners when the job is ready
+#: again or its queue slot freed (pg_notify runs only for such a row).
+FINISH_ALL = (
+    f"WITH done AS ({FINISH}), told AS ("
+    " UPDATE bgrun.attempts SET finished_at = %(now)s, error = %(error)s,"
+    " outcome = (SELECT CASE WHEN status = 'waiting' THEN 'retrying' ELSE status END"
+    "  FROM done)"
     " WHERE seq = (SELECT max(seq) FROM bgrun.attempts WHERE job_id = %(id)s"
-    "  AND number = %(attempt)s)"
+    "  AND number = %(attempt)s) AND EXISTS (SELECT 1 FROM done)),"
+    f" woke AS (SELECT pg_notify('{CHANNEL}', '') FROM done WHERE status = 'waiting' OR freed)"
+    " SELECT status, (SELECT count(*) FROM woke) AS woke FROM done"
 )
 HAND_BACK = (
     "UPDATE bgrun.jobs SET status = 'waiting', attempts = attempts - 1, started_at = NULL,"

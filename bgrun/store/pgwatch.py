@@ -134,8 +134,7 @@ class PgWatch:
 
     def set_progress(self, job_id: str, attempt: int, progress_json: str) -> bool:
         args = self._args(id=job_key(job_id), attempt=attempt, progress=progress_json)
-        with self._db.write() as cur:
-            return bool(cur.execute(_SET_PROGRESS, args).rowcount)
+        return bool(self._db.run(_SET_PROGRESS, args)[1])
 
     def finished_per_minute(self, first: int, last: int) -> list[tuple[int, int, int]]:
         rows = self._db.read(_PER_MINUTE, {"first": first, "last": last})
@@ -164,8 +163,7 @@ class PgWatch:
             return False
 
     def unregister_runner(self, slot: int, pid: int) -> None:
-        with self._db.write() as cur:
-            cur.execute(_DROP_RUNNER, self._args(slot=slot, pid=pid))
+        self._db.run(_DROP_RUNNER, self._args(slot=slot, pid=pid))
 
     def runner_rows(self) -> list[RunnerRow]:
         return [RunnerRow(slot=int(r["slot"]), pid=int(r["pid"]),
@@ -182,8 +180,7 @@ class PgWatch:
     def put_output(self, job_id: str, attempt: int, data: bytes, truncated: bool) -> bool:
         args = self._args(id=job_key(job_id), attempt=attempt, data=data,
                           truncated=truncated)
-        with self._db.write() as cur:
-            return bool(cur.execute(_PUT_OUTPUT, args).rowcount)
+        return bool(self._db.run(_PUT_OUTPUT, args)[1])
 
     def output_of(self, job_id: str) -> tuple[bytes, bool] | None:
         rows = self._db.read(_OUTPUT_OF, {"id": job_key(job_id)})
