@@ -378,3 +378,18 @@ def test_sessions_notice_a_dead_peer_well_within_the_lease():
     assert (params["keepalives_interval"] * params["keepalives_count"]) < 15
     assert session_params(url + "&connect_timeout=3", 15.0)["connect_timeout"] == "3"
     assert describe_url(url) == "postgresql://u@db.example:6432/jobs"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgres://bgrun:s3cret@db:5433/jobs?sslmode=verify-full&password=s3cret",
+     "postgresql://bgrun@db:5433/jobs"),
+    ("postgresql://bgrun:p@s3cret@db/jobs", "postgresql://bgrun@db:5432/jobs"),
+    ("postgresql://bgrun:s3cret%40x@h1:5432,h2:5433/jobs", "postgresql://bgrun@h1:5432,h2:5433/jobs"),
+    ("postgresql://bgrun:s3cret@[::1]:6000/jobs", "postgresql://bgrun@[::1]:6000/jobs"),
+    ("postgresql://bgrun:s3cret@db", "postgresql://bgrun@db:5432/bgrun"),
+])
+def test_a_store_is_described_without_its_password(url: str, shown: str, tmp_path: Path):
+    from bgrun.store.factory import describe_store
+
+    config = Config.load(cwd=tmp_path, environ={"BGRUN_STORE": url})
+    assert describe_store(config) == shown and "s3cret" not in shown

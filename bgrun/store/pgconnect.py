@@ -21,24 +21,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from bgrun.errors import StoreError
+from bgrun.store.factory import describe_url
+
+__all__ = ["Listener", "Session", "describe_url", "session_params"]
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
 
 Conn = psycopg.Connection[DictRow]
 T = TypeVar("T")
-
-
-def describe_url(url: str) -> str:
-    """`postgresql://user@host:port/db`: where the store is, never its password."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "postgresql://(a URL libpq cannot read)"
-    user = params.get("user")
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
-    name = params.get("dbname") or user or ""
-    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}/{name}"
 
 
 def session_params(url: str, lease: float) -> dict[str, Any]:
