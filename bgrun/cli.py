@@ -17,11 +17,12 @@ from bgrun import control
 from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.enqueue import submit
-from bgrun.errors import BadParamsError, BgrunError, ExitCode
+from bgrun.errors import BadParamsError, BgrunError, ExitCode, NoStoreError
 from bgrun.execwords import build_request
 from bgrun.queues import check_queue_name, parse_queue_list
 from bgrun.records import JobStatus
 from bgrun.render import job_page, job_table, parse_duration, runner_table
+from bgrun.store.factory import describe_store
 from bgrun.whereis import store_missing
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -377,8 +378,8 @@ def check() -> None:
     click.echo(f"allowlist {config.allowlist}: {len(rules)} target(s)")
     for rule in rules.values():
         click.echo(f"  {rule.target}: {', '.join(sorted(rule.methods))}")
-    click.echo(f"store {config.store} ({_store_state(config)}), logs {config.log_dir},"
-               f" concurrency {config.concurrency}")
+    click.echo(f"store {describe_store(config)} ({_store_state(config)}),"
+               f" logs {config.log_dir}, concurrency {config.concurrency}")
     for warning in doctor.warnings(config, loaded):
         click.echo(f"warning: {warning}")
     problems = doctor.target_problems(config, loaded)
@@ -390,11 +391,16 @@ def check() -> None:
 
 
 def _store_state(config: Config) -> str:
-    """How many jobs the store holds, or that there is none yet (check makes none)."""
-    if store_missing(config):
+    """How many jobs the store holds, its kind and schema, or that there is none yet
+    (check makes none)."""
+    try:
+        if store_missing(config):
+            raise NoStoreError("none")
+        store = context_for(config, create=False).store
+    except NoStoreError:  # (a database bgrun has not used yet: the same)
         return "none yet: the first job queued makes it"
-    counts = context_for(config, create=False).store.counts()
-    return f"{sum(counts.values())} job(s)"
+    counts = store.counts()
+    return f"{sum(counts.values())} job(s); {store.kind}, schema {store.schema_version()}"
 
 
 @cli.command()

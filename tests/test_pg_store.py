@@ -393,3 +393,17 @@ def test_a_store_is_described_without_its_password(url: str, shown: str, tmp_pat
 
     config = Config.load(cwd=tmp_path, environ={"BGRUN_STORE": url})
     assert describe_store(config) == shown and "s3cret" not in shown
+
+
+def test_check_names_the_store_its_kind_and_schema_never_the_password(
+        project, pg_server: PgServer, pg_url: str):
+    fresh = pg_server.url(pg_server.new_database(template=None))
+    result = project.cli("check", BGRUN_STORE=fresh)
+    where = fresh.replace(f":{pg_server.password}@", "@")
+    assert f"store {where} (none yet: the first job queued makes it)," in result.stdout
+    no_password_anywhere(project.path, result, pg_server.password)
+    assert project.cli("exec", "jobs", "noop", BGRUN_STORE=pg_url).returncode == 0
+    result = project.cli("check", BGRUN_STORE=pg_url)
+    where = pg_url.replace(f":{pg_server.password}@", "@")
+    assert f"store {where} (1 job(s); postgresql, schema {VERSION})," in result.stdout
+    no_password_anywhere(project.path, result, pg_server.password)

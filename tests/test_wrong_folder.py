@@ -88,6 +88,6 @@ def test_check_and_recover_say_which_store_and_make_none(project):
     assert "nothing to recover" in recovered.stdout
     assert not store.exists()
     assert project.cli("exec", "jobs", "noop").returncode == 0
-    assert f"store {store} (1 job(s))" in project.cli("check").stdout
+    assert f"store {store} (1 job(s); sqlite, schema " in project.cli("check").stdout
     shown = project.cli("show", "1", "--verbose")
     assert shown.stderr.strip() == f"bgrun: store {store}"
