@@ -8,11 +8,10 @@ file on disk, and a check must never refuse for that.
 
 from __future__ import annotations
 
-import inspect
 from types import FunctionType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bgrun.convert import convert_call
+from bgrun.convert import CliText, convert_call
 from bgrun.errors import (
     BadParamsError,
     MethodNotFoundError,
@@ -20,7 +19,11 @@ from bgrun.errors import (
     TargetNotFoundError,
     TargetNotUsableError,
 )
+from bgrun.quickbind import surely_binds
 from bgrun.resolve import find_callable
+
+if TYPE_CHECKING:  # imported where a signature is read (quickbind spares most calls)
+    import inspect
 
 #: Refusals the module's current source may overturn (not an import that fails).
 _STALE_COPY_MAY_SAY = (TargetNotFoundError, MethodNotFoundError, TargetNotUsableError,
@@ -38,6 +41,9 @@ def check_call(target: str, method: str, args: list[Any], kwargs: dict[str, Any]
     refusal: RefusedError
     try:
         func, binds_self = find_callable(target, method, cwd)
+        if not binds_self and not _converts(func, args, kwargs) and surely_binds(
+                func, args, kwargs):
+            return args, kwargs
         return _fit(_live_signature(func, binds_self), args, kwargs, where)
     except _STALE_COPY_MAY_SAY as exc:
         refusal = exc
@@ -70,7 +76,19 @@ def _live_signature(func: Any, binds_self: bool) -> inspect.Signature | None:
     return sig
 
 
+def _converts(func: Any, args: list[Any], kwargs: dict[str, Any]) -> bool:
+    """True unless no command-line word can meet an annotation (none, or none given)."""
+    if not any(isinstance(v, CliText) for v in [*args, *kwargs.values()]):
+        return False
+    try:
+        return bool(func.__annotations__)
+    except Exception:  # (an annotation that cannot be read: inspect will say)
+        return True
+
+
 def _read_signature(func: Any, binds_self: bool) -> inspect.Signature | None:
+    import inspect
+
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):

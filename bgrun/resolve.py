@@ -41,8 +41,6 @@ def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any
     A class is not instantiated here (that would run user code at queueing time), but it
     must be one that can be made without arguments, as the job child will make it.
     """
-    import inspect  # not at the top: a runner that preloads needs only import_target
-
     with cwd_first(cwd):
         owner = import_target(target)
     if isinstance(owner, type):
@@ -51,10 +49,13 @@ def find_callable(target: str, method: str, cwd: str) -> tuple[Callable[..., Any
     kind = "class" if isinstance(owner, type) else "module"
     if func is None or not callable(func):
         raise MethodNotFoundError(f"{kind} {target} has no method or function {method!r}")
-    binds_self = isinstance(owner, type) and inspect.isfunction(
-        inspect.getattr_static(owner, method, None)
-    )
-    return func, binds_self
+    if not isinstance(owner, type):
+        return func, False
+    # Not at the top: a runner that preloads needs only import_target, and a module's
+    # function is checked without inspect where it can be (callcheck, quickbind).
+    import inspect
+
+    return func, inspect.isfunction(inspect.getattr_static(owner, method, None))
 
 
 def check_makeable(cls: type, target: str) -> None:

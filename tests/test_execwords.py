@@ -99,16 +99,20 @@ def test_a_unique_key_still_held_says_so_the_same_way(project):
     assert fast.stderr == slow.stderr and "nothing new was queued" in fast.stderr
 
 
-def test_exec_imports_neither_click_nor_the_runner_side(project):
-    run(project, ["exec", "jobs", "noop"], click=False)  # the store and a runner exist
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "bgrun", "exec", "jobs",
-                          "noop", "--delay", "3600"], cwd=project.path, capture_output=True,
-                         text=True, timeout=60)
+def test_exec_imports_neither_click_nor_inspect_nor_the_runner_side(project):
+    (project.path / "quick.py").write_text("def noop(a, b=1):\n    return None\n")
+    with open(project.path / "allowlist.toml", "a") as f:
+        f.write('\n[jobs."quick"]\nmethods = ["noop"]\n')
+    run(project, ["exec", "quick", "noop", "1"], click=False)  # the store and a runner exist
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "bgrun", "exec", "quick",
+                          "noop", "x", "--kw", "b=2", "--delay", "3600"], cwd=project.path,
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines()
                if line.startswith("import time:")}
     assert "bgrun.enqueue" in modules
-    assert not modules & {"click", "bgrun.cli", "bgrun.attempt", "bgrun.forkrun", "difflib"}
+    assert not modules & {"click", "bgrun.cli", "bgrun.attempt", "bgrun.forkrun", "difflib",
+                          "inspect"}
 
 
 @pytest.mark.parametrize("argv", [

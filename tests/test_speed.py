@@ -159,3 +159,67 @@ def test_a_signature_read_once_is_read_again_when_the_function_changes(project, 
         run_background_job("speedmod", "late", [1], delay=3600)
     module.late.__defaults__ = (2,)  # its defaults replaced in place
     run_background_job("speedmod", "late", [1], delay=3600)
+
+
+# -- quickbind: a call checked without inspect -------------------------------------------
+
+def _make(spec: list[str]) -> object:
+    return _define_named(f"def late({', '.join(spec)}):\n    return None\n")
+
+
+def _define_named(source: str) -> object:
+    namespace: dict[str, object] = {}
+    exec(source, namespace)
+    return namespace["late"]
+
+
+SIGNATURES = [
+    [], ["a"], ["a", "b=1"], ["a", "/", "b"], ["a", "/", "b=1", "*", "k"],
+    ["a", "*args"], ["a", "**kw"], ["a", "/", "**kw"], ["*", "k", "k2=2"],
+    ["a", "b=1", "*args", "k", "k2=2", "**kw"], ["a=0", "/", "b=1"],
+]
+CALLS = [
+    ([], {}), ([1], {}), ([1, 2], {}), ([1, 2, 3], {}), ([], {"a": 1}), ([1], {"a": 1}),
+    ([1], {"b": 2}), ([1], {"k": 3}), ([1], {"k": 3, "k2": 4}), ([], {"k": 1}),
+    ([1, 2], {"k": 3, "x": 5}), ([1], {"x-y": 1}), ([], {"a": 1, "b": 2, "k": 3}),
+    ([], {"k": 1, "k2": 2}),
+]
+
+
+@pytest.mark.parametrize("spec", SIGNATURES, ids=lambda s: ",".join(s) or "none")
+def test_quickbind_says_binds_only_where_inspect_binds(spec):
+    import inspect
+
+    from bgrun.quickbind import surely_binds
+
+    func = _make(spec)
+    sig = inspect.signature(func)
+    said_yes = 0
+    for args, kwargs in CALLS:
+        try:
+            sig.bind(*args, **kwargs)
+            binds = True
+        except TypeError:
+            binds = False
+        if surely_binds(func, list(args), dict(kwargs)):
+            said_yes += 1
+            assert binds, (spec, args, kwargs)
+        elif "/" not in spec:  # (positional-only names by keyword: inspect decides)
+            assert not binds, (spec, args, kwargs)
+    assert said_yes > 0  # (each signature has a call it binds for certain)
+
+
+def test_a_decorated_function_is_left_to_inspect():
+    import functools
+
+    from bgrun.quickbind import surely_binds
+
+    def inner(a, b):
+        return a
+
+    @functools.wraps(inner)
+    def outer(*args, **kwargs):
+        return inner(*args, **kwargs)
+
+    assert not surely_binds(outer, [1], {})  # inspect reads inner's (a, b): refused
+    assert not surely_binds(len, [1], {})
