@@ -407,3 +407,21 @@ def test_check_names_the_store_its_kind_and_schema_never_the_password(
     where = pg_url.replace(f":{pg_server.password}@", "@")
     assert f"store {where} (1 job(s); postgresql, schema {VERSION})," in result.stdout
     no_password_anywhere(project.path, result, pg_server.password)
+
+
+def test_the_server_ends_a_cut_hosts_transactions_within_the_lease(open_pg: Opener):
+    """A host cut off mid-transaction holds row and advisory locks (a queue's claims)
+    until the server gives up on it: its session tells the server to probe and to end a
+    transaction left idle for a third of the lease."""
+    store = open_pg(BGRUN_LEASE="6")
+    shown = {r["name"]: r["setting"] for r in store._db.read(  # type: ignore[attr-defined]
+        "SELECT name, setting FROM pg_settings WHERE name IN ('tcp_keepalives_idle',"
+        " 'tcp_keepalives_count', 'tcp_user_timeout', 'idle_in_transaction_session_timeout')")}
+    assert shown == {"tcp_keepalives_idle": "1", "tcp_keepalives_count": "3",
+                     "tcp_user_timeout": "2000", "idle_in_transaction_session_timeout": "2000"}
+    session = store._db  # type: ignore[attr-defined]
+    with pytest.raises(StoreError, match="connection lost"), session.write() as cur:
+        cur.execute("SELECT 1")
+        time.sleep(3)  # idle in its transaction, as a frozen or cut-off host would be
+        cur.execute("SELECT 1")
+    assert store.counts() == {}  # the next call connects again

@@ -152,11 +152,8 @@ class PgStore(PgWatch):
                 "outcome": outcome.value, "retry_at": retry_at, "error": error,
                 "traceback": traceback, "result": result_json, "progress": progress_json}
         rows, _ = self._db.run(pgsql.FINISH_ALL, args)  # (waking runners if it must)
-        if not rows:
-            return None
-        state = State(rows[0]["status"])
         self._claimed.pop(job_id, None)
-        return state
+        return State(rows[0]["status"]) if rows else None
 
     def hand_back(self, job_id: str, attempt: int) -> bool:
         args = {"id": job_key(job_id), "attempt": attempt}

@@ -50,13 +50,36 @@ def session_params(url: str, lease: float) -> dict[str, Any]:
     return params
 
 
+def server_settings(lease: float) -> dict[str, str]:
+    """The server side of a session, so that a host cut off mid-transaction does not hold
+    its row and advisory locks for the kernel's two hours: the server probes the client
+    as the client probes it, and ends a transaction left idle a third of a lease."""
+    third = max(1000, int(lease * 1000 / 3))
+    return {"tcp_keepalives_idle": str(max(1, int(lease / 5))),
+            "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3",
+            "tcp_user_timeout": str(third),
+            "idle_in_transaction_session_timeout": str(third)}
+
+
+_SET = "SELECT " + ", ".join(f"set_config(%({name})s, %(value_{name})s, false)"
+                             for name in server_settings(15.0))
+
+
 def connect(url: str, lease: float, where: str) -> Conn:
     """An autocommit session to the store; StoreError saying why not, in one line."""
     params = session_params(url, lease)
+    settings = server_settings(lease)
+    args = {**{n: n for n in settings}, **{f"value_{n}": v for n, v in settings.items()}}
     try:
-        return psycopg.connect(autocommit=True, row_factory=dict_row, **params)
+        conn = psycopg.connect(autocommit=True, row_factory=dict_row, **params)
     except psycopg.Error as exc:
         raise connect_error(exc, where, params.get("password")) from None
+    try:
+        conn.execute(_SET, args)  # (SET, not startup options: a pooler may refuse those)
+    except psycopg.Error as exc:
+        conn.close()
+        raise use_error(exc, where, params.get("password")) from None
+    return conn
 
 
 def connect_error(exc: psycopg.Error, where: str, password: object = None) -> StoreError:
@@ -74,12 +97,14 @@ def connect_error(exc: psycopg.Error, where: str, password: object = None) -> St
     return StoreError(f"store {where}: the server refused the connection ({said})")
 
 
-def use_error(exc: psycopg.Error, where: str, password: object = None) -> StoreError:
-    """The one-line StoreError for a statement that failed on an open session."""
+def use_error(exc: psycopg.Error, where: str, password: object = None, lost: bool = False
+              ) -> StoreError:
+    """The one-line StoreError for a statement that failed on an open session (`lost`:
+    the session is broken)."""
     text = _scrubbed(exc, password)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return StoreError(f"store {where}: permission denied ({text})")
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    if lost or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreError(f"store {where}: connection lost ({text})")
     return StoreError(f"store {where}: {text}")
 
@@ -154,12 +179,13 @@ class Session:
         try:
             yield
         except psycopg.Error as exc:
-            if self._conn is not None and self._conn.broken:
+            lost = self._conn is not None and self._conn.broken
+            if lost and self._conn is not None:
                 self._conn.close()
                 self._conn = None
             if isinstance(exc, psycopg.errors.UniqueViolation):
                 raise  # the caller's to judge (a racing claim, a retry meeting a live key)
-            raise use_error(exc, self.where, self._password) from None
+            raise use_error(exc, self.where, self._password, lost) from None
 
 
 class Listener:
@@ -184,7 +210,7 @@ class Listener:
             return came
         except psycopg.Error as exc:
             self.close()
-            raise use_error(exc, self._where) from None
+            raise use_error(exc, self._where, lost=True) from None
 
     def close(self) -> None:
         if self._conn is not None:
