@@ -217,6 +217,16 @@ def test_a_job_that_leaves_a_thread_running_retires_its_child(warm):
     wait_until(lambda: gone(first), timeout=10)
 
 
+def test_a_child_killed_while_idle_is_replaced(warm):
+    first = run("state", "kept")
+    assert run("state").result == {"pid": pid_of(first), "seen": "kept"}
+    os.kill(pid_of(first), signal.SIGKILL)
+    wait_until(lambda: gone(pid_of(first)))
+    after = run("state")  # not lost to the dead child: a fresh one runs it
+    assert pid_of(after) != pid_of(first)
+    assert after.result["seen"] is None
+
+
 def test_the_child_ends_when_its_runner_leaves_or_dies(warm, monkeypatch):
     first = run("state")
     assert pid_of(run("state")) == pid_of(first)
