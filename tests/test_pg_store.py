@@ -256,6 +256,22 @@ def test_a_listening_runner_wakes_when_a_job_is_queued(open_pg: Opener):
         caller.insert(job(), T)
     time.sleep(0.3)  # all three delivered: one wake-up consumes them
     assert listener.wait_for_work(1) and not listener.wait_for_work(0.2)  # all consumed
+    # what else makes a job ready wakes it too; what does not, does not
+    got = caller.claim(T, 0, 1)
+    assert got is not None and not listener.wait_for_work(0.3)
+    caller.finish(got.id, 1, T, outcome=Outcome.FAILED, error="E: x", retry_at=T)
+    assert listener.wait_for_work(5)
+    got = caller.claim(T, 0, 1)
+    assert got is not None and caller.hand_back(got.id, got.attempts)
+    assert listener.wait_for_work(5)
+    got = caller.claim(T, 0, 1)
+    assert got is not None
+    caller.finish(got.id, got.attempts, T, outcome=Outcome.COMPLETED)
+    assert not listener.wait_for_work(0.3)
+    cancelled = caller.cancel(caller.insert(job(), T)[0], T).id
+    assert listener.wait_for_work(5) and not listener.wait_for_work(0.3)  # the insert's
+    caller.retry(cancelled, T)
+    assert listener.wait_for_work(5)
 
 
 def test_a_store_outlives_a_server_restart(open_pg: Opener, pg_server: PgServer):
@@ -268,6 +284,11 @@ def test_a_store_outlives_a_server_restart(open_pg: Opener, pg_server: PgServer)
         assert "connection lost" in str(exc) and pg_server.password not in str(exc)
     assert store.get(job_id).id == job_id  # the next one connects again
     assert store.claim(T, 0, 1) is not None
+    assert store.wait_for_work(0.1)  # listening now
+    pg_server.restart()
+    with pytest.raises(StoreError, match="connection lost"):
+        store.wait_for_work(5)
+    assert store.wait_for_work(5)  # listening again (what it missed meanwhile: unknown)
 
 
 # -- errors: one line, exit 4, no password anywhere -----------------------------------------
