@@ -113,7 +113,6 @@ class PgStore(PgWatch):
                 "host": self.host or None, "queue_slot": taken}
         row = cur.execute(pgsql.CLAIM_ONE, args).fetchone()
         assert row is not None  # (locked and waiting: the update cannot miss it)
-        cur.execute(pgsql.START_ATTEMPT, {"id": key, "number": row["attempts"], "now": now})
         self._claimed[str(key)] = (int(row["attempts"]), runner_pid)
         return self._record(row)
 

@@ -59,8 +59,8 @@ def pick(cur: Cursor, now: float, plan: QueuePlan, full: set[str]) -> tuple[int,
 def queue_slot(cur: Cursor, queue: str, limit: int) -> int | None:
     """The lowest free slot of limited `queue`, read under its lock; None when full."""
     cur.execute(pgsql.QUEUE_LOCK, {"queue": queue})
-    row = cur.execute(pgsql.RUNNING_IN_QUEUE, {"queue": queue}).fetchone()
+    row = cur.execute(pgsql.QUEUE_SLOTS, {"queue": queue}).fetchone()
     if row is None or int(row["n"]) >= limit:
         return None
-    taken = {r["queue_slot"] for r in cur.execute(pgsql.QUEUE_SLOTS_TAKEN, {"queue": queue})}
+    taken = set(row["taken"])
     return next((n for n in range(limit) if n not in taken), None)

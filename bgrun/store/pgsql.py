@@ -64,20 +64,25 @@ RUNNING_PER_QUEUE = ("SELECT queue, count(*) AS n FROM bgrun.jobs WHERE status =
 #: Serialises the claims of one limited queue: its count and free slot are read under it,
 #: so a claim never counts before another's commit (a lowered limit is respected too).
 QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('bgrun.queue:' || %(queue)s, 0))"
-#: The slots of a limited queue its running jobs hold.
-QUEUE_SLOTS_TAKEN = ("SELECT queue_slot FROM bgrun.jobs WHERE status = 'running'"
-                     " AND queue = %(queue)s AND queue_slot IS NOT NULL")
-RUNNING_IN_QUEUE = ("SELECT count(*) AS n FROM bgrun.jobs WHERE status = 'running'"
-                    " AND queue = %(queue)s")
+#: How many jobs of a limited queue run, and the slots they hold (read after its lock).
+QUEUE_SLOTS = (
+    "SELECT count(*) AS n, coalesce(array_agg(queue_slot) FILTER"
+    " (WHERE queue_slot IS NOT NULL), '{}') AS taken"
+    " FROM bgrun.jobs WHERE status = 'running' AND queue = %(queue)s"
+)
 #: The queue of a waiting job, locked (claim_one: whatever its priority or hold).
 LOCK_WAITING = ("SELECT id, queue FROM bgrun.jobs WHERE id = %(id)s AND status = 'waiting'"
                 " FOR UPDATE")
-#: Claim this locked waiting job, with its slot of a limited queue (NULL otherwise).
+#: Claim this locked waiting job, with its slot of a limited queue (NULL otherwise), and
+#: count its attempt.
 CLAIM_ONE = (
-    "UPDATE bgrun.jobs SET status = 'running', attempts = attempts + 1, started_at = %(now)s,"
-    " runner_slot = %(slot)s, runner_pid = %(pid)s, runner_host = %(host)s, child_pid = NULL,"
-    " child_started = NULL, progress = NULL, queue_slot = %(queue_slot)s"
-    f" WHERE id = %(id)s AND status = 'waiting' RETURNING {COLUMNS}"
+    "WITH claimed AS (UPDATE bgrun.jobs SET status = 'running', attempts = attempts + 1,"
+    " started_at = %(now)s, runner_slot = %(slot)s, runner_pid = %(pid)s,"
+    " runner_host = %(host)s, child_pid = NULL, child_started = NULL, progress = NULL,"
+    " queue_slot = %(queue_slot)s WHERE id = %(id)s AND status = 'waiting' RETURNING *),"
+    " counted AS (INSERT INTO bgrun.attempts (job_id, number, started_at)"
+    "  SELECT id, attempts, %(now)s FROM claimed)"
+    f" SELECT {COLUMNS} FROM claimed"
 )
 #: A claim in one statement (a runner whose plan has no queue limit): lock the best ready
 #: job (`pick`: PICK or PICK_IN), take it, count its attempt.
@@ -93,8 +98,6 @@ CLAIM_PICKED = (
 )
 CLAIM_ANY = CLAIM_PICKED.format(pick=PICK)
 CLAIM_ANY_IN = CLAIM_PICKED.format(pick=PICK_IN)
-START_ATTEMPT = ("INSERT INTO bgrun.attempts (job_id, number, started_at)"
-                 " VALUES (%(id)s, %(number)s, %(now)s)")
 #: When the earliest job of the queues named (NULL: any) is ready.
 NEXT_READY = ("SELECT min(ready_at) AS at FROM bgrun.jobs WHERE status = 'waiting'"
               " AND held = 0")
