@@ -19,7 +19,7 @@ import pytest
 
 from bgrun.config import Config
 from bgrun.errors import StoreError
-from bgrun.records import Outcome, State
+from bgrun.records import JobRecord, Outcome, State
 from bgrun.store import NewJob, Store, open_store
 from bgrun.store.pgschema import VERSION
 from tests.pgserver import PgServer, free_port
@@ -446,3 +446,36 @@ def test_the_server_ends_a_cut_hosts_transactions_within_the_lease(open_pg: Open
         time.sleep(3)  # idle in its transaction, as a frozen or cut-off host would be
         cur.execute("SELECT 1")
     assert store.counts() == {}  # the next call connects again
+
+
+def test_racing_claims_of_a_limited_queue_take_every_free_slot(open_pg: Opener):
+    """Two claims racing for a queue with free slots both succeed: each counts and picks
+    its slot under the queue's lock, never both the same slot (one would then fail)."""
+    from bgrun.queues import QueuePlan
+
+    plan = QueuePlan(None, {"q": 3})
+    first, second, third = open_pg(), open_pg(), open_pg()
+    misses = 0
+    for _ in range(30):
+        for _ in range(3):
+            first.insert(job(queue="q"), T)
+        running = first.claim(T, 0, 1, plan)
+        assert running is not None
+        barrier = threading.Barrier(2)
+        got: list[JobRecord | None] = []
+
+        def claim(store: Store) -> None:
+            barrier.wait()
+            got.append(store.claim(T, 0, 2, plan))
+
+        threads = [threading.Thread(target=claim, args=(s,)) for s in (second, third)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        misses += got.count(None)
+        for claimed in [running, *got]:
+            if claimed is not None:
+                first.finish(claimed.id, 1, T, outcome=Outcome.COMPLETED)
+    assert misses == 0
+    assert first.counts() == {"completed": 90}
