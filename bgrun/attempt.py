@@ -19,9 +19,12 @@ from typing import NamedTuple
 
 from bgrun import _child, allowlist, forkrun, jobfiles
 from bgrun.config import Config
+from bgrun.context import runner_python
 from bgrun.errors import AllowlistError, Failure, RefusedError, StoreGoneError
 from bgrun.files import open_append
 from bgrun.launcher import start_child, without_secrets
+from bgrun.lease import Fenced, LeaseLost, tolerant
+from bgrun.outcopy import OutputCopy
 from bgrun.params import decode_call
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
@@ -60,6 +63,7 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     `on_tick()` is called every tick while the child runs. With `warm` (a runner's), a
     target with `reuse` in the allowlist runs in a warm child (bgrun/warm.py).
     """
+    job, python, env = _where_it_runs(config, store, job)
     try:
         rule_file = allowlist.check_at_run_time(Path(job.allowlist), job.target, job.method)
     except AllowlistError as exc:
@@ -69,8 +73,6 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     result = jobfiles.result_path(config.log_dir, job.id)
     result.unlink(missing_ok=True)
     spec = _spec(config, job, rule_file.signature, result)
-    launch = store.launch_spec(job.id)
-    env = without_secrets(json.loads(launch.env_json))  # (stored before they were dropped)
     tag_key, _, tag_value = marker(job, os.getpid()).partition("=")
     env.update({"BGRUN_JOB_ID": job.id, tag_key: tag_value})
     relay = ProgressRelay()
@@ -78,11 +80,11 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
     rule = rule_file.rules.get(job.target)
     reuse = None if warm is None or rule is None else rule.reuse
     try:
-        proc = _start(config, job, spec, launch.python, env, relay.write_fd, warm, reuse)
+        proc = _start(config, job, spec, python, env, relay.write_fd, warm, reuse)
     except OSError as exc:
         relay.close()
         return Verdict(Outcome.FAILED,
-                       Failure.CRASHED.says(f"cannot start {launch.python}: {exc.strerror or exc}"))
+                       Failure.CRASHED.says(f"cannot start {python}: {exc.strerror or exc}"))
     relay.started()
     stdin = getattr(proc, "stdin", None)
     if stdin is not None:  # spawned: send the spec (a forked child has it already)
@@ -93,22 +95,52 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
             pass  # the child died at once: its exit status tells
     started = getattr(proc, "started", None) or process_start(proc.pid)  # (warm: known)
     completed = False
+    copy = OutputCopy(config, store, job)
     try:
-        store.set_child(job.id, proc.pid, started)
         if on_start is not None:
             on_start(proc.pid, started)
-        ended = _supervise(config, store, job, proc, started, relay, on_tick)
+        tolerant(store, store.set_child, job.id, proc.pid, started)
+        ended = _supervise(config, store, job, proc, started, (relay, copy), on_tick)
         verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes)
         verdict = verdict._replace(progress_json=relay.final())  # stored with the verdict
         completed = verdict.outcome == Outcome.COMPLETED
+        tolerant(store, copy.poll, last=True)  # the last copy lands before the verdict
     except StoreGoneError:
         _end_orphaned(config, job, proc, started)
+        raise
+    except (LeaseLost, Fenced):  # another runner takes (or took) it over: end it now
+        _end_taken(job, proc, started)
         raise
     finally:
         relay.close()
         if warm is not None:  # a warm child is kept only after a completed job
             warm.ended(proc, completed)
     return verdict
+
+
+def _where_it_runs(config: Config, store: Store, job: JobRecord
+                   ) -> tuple[JobRecord, str, dict[str, str]]:
+    """The job as it runs here, its interpreter and its environment.
+
+    On a store of one host: as it was queued (folder, allowlist, interpreter, the
+    queuer's environment). On a store shared by several hosts: in this runner's folder,
+    under this host's allowlist, with this runner's interpreter and environment (the
+    queuer's is not stored there: it belongs to another machine).
+    """
+    if not store.leased:
+        launch = store.launch_spec(job.id)
+        # (secrets are dropped again: a job stored before they were dropped has them)
+        return job, launch.python, without_secrets(json.loads(launch.env_json))
+    here = job._replace(cwd=os.getcwd(), allowlist=str(config.allowlist))
+    return here, runner_python(config), without_secrets(os.environ)
+
+
+def _end_taken(job: JobRecord, proc: forkrun.ChildProcess, started: float) -> None:
+    """End at once an attempt its runner lost (lease lost, or fenced)."""
+    from bgrun import proctree
+
+    proctree.kill_tree(proc.pid, started, marker(job, os.getpid()))
+    proc.wait()
 
 
 def _end_orphaned(config: Config, job: JobRecord, proc: forkrun.ChildProcess,
@@ -169,7 +201,8 @@ def _spec(config: Config, job: JobRecord, signature: tuple[int, int, int],
 
 
 def _supervise(config: Config, store: Store, job: JobRecord,
-               proc: forkrun.ChildProcess, started: float, relay: ProgressRelay,
+               proc: forkrun.ChildProcess, started: float,
+               relays: tuple[ProgressRelay, OutputCopy],
                on_tick: Callable[[], None] | None = None) -> Verdict | None:
     """Wait for the child; end its tree on timeout or cancel (then return that verdict).
 
@@ -183,7 +216,8 @@ def _supervise(config: Config, store: Store, job: JobRecord,
                                                             deadline - time.monotonic())
             if waiter.wait(max(wait, 0.0)):
                 return None
-            relay.poll(store, job.id, job.attempts)
+            relays[1].poll()  # (Fenced when the attempt was taken over meanwhile)
+            cancel = tolerant(store, _tick_reads, store, job, relays[0])
             if on_tick is not None:
                 on_tick()
             if deadline is not None and time.monotonic() >= deadline:
@@ -193,7 +227,7 @@ def _supervise(config: Config, store: Store, job: JobRecord,
                 proc.wait()
                 return Verdict(Outcome.FAILED,
                                Failure.TIMEOUT.says(f"ran longer than {job.timeout:g} s"))
-            if store.is_cancel_requested(job.id):
+            if cancel:
                 from bgrun import proctree
 
                 proctree.terminate_tree(proc.pid, started, config.cancel_grace,
@@ -203,6 +237,12 @@ def _supervise(config: Config, store: Store, job: JobRecord,
                                retryable=False)
     finally:
         waiter.close()
+
+
+def _tick_reads(store: Store, job: JobRecord, relay: ProgressRelay) -> bool:
+    """The store's part of a supervision tick: relay progress; True if a cancel was asked."""
+    relay.poll(store, job.id, job.attempts)
+    return store.is_cancel_requested(job.id)
 
 
 class _ExitWaiter:

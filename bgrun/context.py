@@ -41,7 +41,7 @@ class Context(NamedTuple):
         private_dir(config.log_dir)
         private_dir(jobs_dir(config.log_dir))
         store = open_store(config, role, create=create)
-        log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups)
+        log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups, config.host)
         return cls(config, store, log, state_dir(config.store))
 
     def is_current(self) -> bool:

@@ -91,6 +91,15 @@ def prune(ctx: Context, older_than: float, by: str) -> list[str]:
     return delete_jobs(ctx, ctx.store.finished_before(time.time() - older_than), by)
 
 
+def stored_output(ctx: Context, job: JobRecord) -> bytes | None:
+    """The copy of the job's output the store keeps (PostgreSQL: the output file is on
+    the host that ran it), or None where the store keeps none."""
+    if not ctx.store.keeps_output:
+        return None
+    stored = ctx.store.output_of(job.id)
+    return None if stored is None else stored[0]
+
+
 OUTPUT_GRACE = 2.0  # seconds after a claim during which a missing output file is normal
 
 
@@ -104,6 +113,9 @@ def read_output(ctx: Context, job_id: str) -> bytes:
     try:
         return Path(job.output).read_bytes()
     except FileNotFoundError:
+        stored = stored_output(ctx, job)
+        if stored is not None:
+            return stored
         if job.started_at is None or (job.stored_status == State.RUNNING
                                       and time.time() - job.started_at < OUTPUT_GRACE):
             return b""  # not run yet, or its runner is opening the file right now

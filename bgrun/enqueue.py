@@ -76,10 +76,21 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
     return NewJob(
         target=req.target, method=req.method, params_json=params_json, priority=priority,
         retries=retries, timeout=timeout, run_at=now + req.delay, cwd=cwd,
-        python=config.require_python(), env_json=environ_json(),
+        python=config.require_python(), env_json=_env_json(config),
         allowlist=str(config.allowlist), unique_key=req.unique, queue=queue or DEFAULT_QUEUE,
         queued_on=config.host,
     )
+
+
+def _env_json(config: Config) -> str:
+    """The environment stored for the job's runner: ours, on a store of one machine.
+
+    A store shared by several hosts (a server URL) stores none: the job runs with its
+    runner's environment, on whichever host (SPEC), and ours may hold secrets.
+    """
+    if config.store_url is not None:
+        return "{}"
+    return environ_json()
 
 
 def enqueue(ctx: Context, req: Request) -> tuple[str, bool]:
@@ -132,8 +143,8 @@ def _log_refusal_if_project(config: Config, req: Request, exc: BgrunError) -> No
         return
     with contextlib.suppress(ConfigError):  # the refusal itself is what the caller gets
         private_dir(config.log_dir)
-        _log_refusal(EventLog(config.log_dir, config.log_max_bytes, config.log_backups),
-                     req, exc)
+        log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups, config.host)
+        _log_refusal(log, req, exc)
 
 
 def _log_refusal(log: EventLog, req: Request, exc: BgrunError) -> None:

@@ -187,6 +187,7 @@ def _in_child(spec: dict[str, object], cwd: str, changes: tuple[list[str], dict[
             _name_process(JOB_PROCESS_NAME)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (the runner's lease guard)
             os.dup2(devnull, 0)
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)

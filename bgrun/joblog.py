@@ -84,8 +84,10 @@ def _unwritable(path: Path, exc: OSError) -> ConfigError:
 class EventLog:
     """Appends events to the two logs in `log_dir`, rotating them by size."""
 
-    def __init__(self, log_dir: Path, max_bytes: int = 10 << 20, backups: int = 5) -> None:
+    def __init__(self, log_dir: Path, max_bytes: int = 10 << 20, backups: int = 5,
+                 host: str | None = None) -> None:
         self.log_dir = log_dir
+        self.host = host  # BGRUN_HOST: every line says which host wrote it (SPEC)
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = FileLock(log_dir / ".logs.lock")
@@ -105,12 +107,14 @@ class EventLog:
     ) -> None:
         """Write one event; one with an `error` goes to the error log too, with its traceback.
 
-        `queue` is written after `method` on every line about a job (SPEC: `queue=`).
+        `queue` is written after `method` on every line about a job (SPEC: `queue=`), and
+        `host` (this host's BGRUN_HOST) after `attempt` on every line.
         """
         traceback = extra.pop("traceback", None)
         fields = {"job": job, "class": target, "method": method,
                   **({"queue": queue} if queue is not None else {}), "status": status,
-                  "attempt": attempt, **{k: v for k, v in extra.items() if v is not None}}
+                  "attempt": attempt, **({"host": self.host} if self.host else {}),
+                  **{k: v for k, v in extra.items() if v is not None}}
         now = datetime.now(UTC)
         try:
             self._lock.acquire()

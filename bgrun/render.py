@@ -117,11 +117,14 @@ def runner_table(runners: list[dict[str, Any]]) -> str:
     """`bgrun runners` as an aligned table (or a sentence when none is alive)."""
     if not runners:
         return "no live runner"
-    rows = [("SLOT", "PID", "QUEUES", "STATE", "JOB", "SINCE (UTC)", "PROGRESS")]
+    rows = [("HOST", "SLOT", "PID", "QUEUES", "LEASE", "STATE", "JOB", "SINCE (UTC)",
+             "PROGRESS")]
     for r in runners:
         job = r["job"] or {}
         rows.append((
-            str(r["slot"]), str(r["pid"]), ",".join(r["queues"]) if r["queues"] else "all",
+            str(r["host"] or "-"), str(r["slot"]), str(r["pid"]),
+            ",".join(r["queues"]) if r["queues"] else "all",
+            "-" if r["lease_age"] is None else f"{r['lease_age']:.1f}s",
             "idle" if r["idle"] else "busy",
             one_line(f"{job['id']} {job['target']}.{job['method']}", 50) if job else "-",
             (job.get("since") or "-")[:19].replace("T", " ") if job else "-",

@@ -21,17 +21,25 @@ import time
 from types import FrameType
 
 from bgrun import allowlist
-from bgrun.attempt import run_attempt
+from bgrun.attempt import Verdict, marker, run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BgrunError, ConfigError, NoStoreError, StoreGoneError
+from bgrun.errors import BgrunError, ConfigError, NoStoreError, StoreError, StoreGoneError
 from bgrun.joblog import EventLog
+from bgrun.lease import Fenced, Lease, LeaseLost, note_abandoned, note_fenced
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
 from bgrun.queues import QueuePlan
 from bgrun.records import JobRecord, JobStatus, Outcome
-from bgrun.settle import SETTLE_EVERY, record, settle_orphans, start_runner, start_runner_for
+from bgrun.settle import (
+    record,
+    settle_every,
+    settle_mine,
+    settle_orphans,
+    start_runner,
+    start_runner_for,
+)
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire, worker_waiting
 from bgrun.store import Role
 from bgrun.warm import WarmPool
@@ -62,25 +70,47 @@ class Runner:
         self.last_handover_look = float("-inf")
         self.warm = WarmPool()  # targets with `reuse` run in a warm child (warm.py)
         self.slept = False  # the last pass ended in a sleep (see _claim)
+        self.lease = Lease(ctx, slot)
+        self.marker = ""  # the running attempt's tag (attempt.marker)
 
     def register(self) -> None:
-        """Be seen in the runners view (`bgrun runners`) while holding this slot."""
+        """Be seen in the runners view (`bgrun runners`) while holding this slot; on a
+        leased store, this is also the runner's lease (renewed by self.lease)."""
         pid = os.getpid()
         queues = None if self.queues is None else ",".join(sorted(self.queues))
         self.ctx.store.register_runner(self.slot, pid, process_start(pid), time.time(), queues)
+        self.lease.registered(self.slot)
 
     def serve(self) -> None:
-        """Run jobs until there is nothing left to do (or a stop signal)."""
+        """Run jobs until there is nothing left to do (or a stop signal).
+
+        On a leased store an unreachable store, or a lost lease, never ends the runner:
+        it claims nothing until the store is back (`_outage`), then goes on.
+        """
         self.register()
         self.watch.slot_taken(self.slot)
+        while not self.stopping:
+            try:
+                self._serve()
+                return
+            except (StoreError, LeaseLost) as exc:
+                if (not self.lease.active or isinstance(exc, StoreGoneError)
+                        or not self.lock.is_locked):  # (it was leaving its slot)
+                    raise
+                self._outage(exc)
+        self.waker.busy()
+
+    def _serve(self) -> None:
         settle_orphans(self.ctx, my_slot=self.slot)
         idle_since = last_settle = time.monotonic()
         looked_again = False
         while not self.stopping:
             self._check_watcher()
+            if not self.lease.keep():
+                raise LeaseLost(self.lease.why())
             if self._hand_over():
                 return
-            if time.monotonic() - last_settle >= SETTLE_EVERY:
+            if time.monotonic() - last_settle >= settle_every(self.ctx):
                 settle_orphans(self.ctx, my_slot=self.slot)  # other runners may have died
                 last_settle = time.monotonic()
             plan = self._plan()
@@ -106,8 +136,7 @@ class Runner:
             looked_again = False  # (a second miss is not retried at once: no busy loop)
             if self._may_leave(next_at, idle_since) and self._leave():
                 return
-            wait = next_at - now if next_at is not None and not due else self.ctx.config.tick
-            self.waker.sleep(min(wait, self.ctx.config.tick))
+            self._sleep(next_at - now if next_at is not None and not due else None)
             self.slept = True
         self.waker.busy()
 
@@ -125,6 +154,38 @@ class Runner:
             if next_at is None or next_at > time.time():
                 return None
         return self.ctx.store.claim(time.time(), self.slot, os.getpid(), plan)
+
+    def _sleep(self, until_next: float | None) -> None:
+        """Sleep while idle: until woken, the next scheduled job, or one tick.
+
+        On a store that notifies, until it says jobs became ready (or the next look for
+        dead runners, or the lease's next renew), the wake FIFO only counting us idle.
+        """
+        tick = self.ctx.config.tick
+        if self.ctx.store.notifies:
+            longest = min(settle_every(self.ctx), self.lease.every)
+            self.ctx.store.wait_for_work(min(until_next or longest, longest))
+            return
+        self.waker.sleep(min(until_next or tick, tick))
+
+    def _outage(self, exc: BaseException) -> None:
+        """Claim nothing until the store is back, then renew the lease (or register again)
+        and settle whatever this runner had claimed: it ended those attempts' trees."""
+        self.waker.busy()  # callers must not count on us meanwhile
+        kind = getattr(exc, "kind", type(exc).__name__)
+        with contextlib.suppress(ConfigError):
+            self.ctx.log.event(job="-", target="-", method="-", status="runner-error",
+                               error=f"{kind}: {exc}", pid=os.getpid(),
+                               note="claiming nothing until the store is back")
+        while not self.stopping:
+            time.sleep(self.ctx.config.tick)
+            try:
+                if not self.lease.regain():
+                    self.register()
+                settle_mine(self.ctx, self.slot)
+                return
+            except StoreError:
+                continue
 
     def _plan(self) -> QueuePlan:
         """The queues this runner serves, under the limits of its allowlist as it is now.
@@ -209,7 +270,11 @@ class Runner:
             start_runner(self.ctx)
 
     def _run(self, job: JobRecord) -> bool:
-        """Run one claimed attempt and record it; False when the runner must stop."""
+        """Run one claimed attempt and record it; False when the runner must stop.
+
+        LeaseLost when the lease was lost meanwhile: the attempt's tree was ended and
+        nothing recorded (another runner takes the job over).
+        """
         ctx = self.ctx
         try:
             ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
@@ -217,14 +282,23 @@ class Runner:
         except ConfigError:  # the log cannot be written: the job waits for a fixed folder
             ctx.store.hand_back(job.id, job.attempts)
             raise
+        self.marker = marker(job, os.getpid())
         try:
             verdict = run_attempt(ctx.config, ctx.store, job, self._child_started,
-                                  self._check_watcher, self.warm)
-        except StoreGoneError as exc:
-            _note_abandoned(ctx, job, exc)
+                                  self._on_tick, self.warm)
+        except (StoreGoneError, LeaseLost) as exc:
+            note_abandoned(ctx, job, exc)
             raise
+        except Fenced:
+            note_fenced(ctx, job)
+            return True
         finally:
             self.child = None
+            self.lease.child_done()
+        if not self.lease.keep():  # (its verdict must not land: it may be taken over)
+            lost = LeaseLost(self.lease.why())
+            note_abandoned(ctx, job, lost)
+            raise lost
         if verdict.outcome == Outcome.HANDBACK or (self.stopping and self.requeue_on_stop
                                                    and verdict.outcome == Outcome.FAILED):
             if ctx.store.hand_back(job.id, job.attempts):
@@ -232,9 +306,33 @@ class Runner:
                               status=JobStatus.QUEUED, attempt=job.attempts - 1,
                               error=verdict.error if verdict.outcome == Outcome.HANDBACK else None,
                               note="handed back")
+            else:
+                note_fenced(ctx, job)
             return False
-        record(ctx, job, verdict)
+        if not self._record(job, verdict):
+            note_fenced(ctx, job)
         return True
+
+    def _record(self, job: JobRecord, verdict: Verdict) -> bool:
+        """Record the verdict; False if fenced. On a leased store an unreachable store is
+        tried again while the lease holds (LeaseLost after that: nothing recorded)."""
+        while True:
+            try:
+                return record(self.ctx, job, verdict) is not None
+            except StoreError as exc:
+                if not self.lease.active or isinstance(exc, StoreGoneError):
+                    raise
+                if not self.lease.keep():
+                    lost = LeaseLost(self.lease.why())
+                    note_abandoned(self.ctx, job, lost)
+                    raise lost from None
+            time.sleep(self.ctx.config.tick)
+
+    def _on_tick(self) -> None:
+        """Every tick of a running attempt: the watcher, and the lease (LeaseLost)."""
+        self._check_watcher()
+        if not self.lease.keep():
+            raise LeaseLost(self.lease.why())
 
     def _check_watcher(self) -> None:
         """Replace a killed watcher within a tick; settle what died with it at once."""
@@ -243,6 +341,7 @@ class Runner:
 
     def _child_started(self, pid: int, started: float) -> None:
         self.child = (pid, started)
+        self.lease.watch_child(pid, started, self.marker)
         # Only now: a job handed back (broken allowlist) must not start a relay of runners.
         self._spread()
 
@@ -257,15 +356,6 @@ class Runner:
             from bgrun.proctree import terminate_tree
 
             terminate_tree(child[0], child[1], grace=0.0)
-
-
-def _note_abandoned(ctx: Context, job: JobRecord, exc: StoreGoneError) -> None:
-    """Say, where the log folder still is, that an attempt ended with no verdict recorded."""
-    with contextlib.suppress(ConfigError):
-        ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
-                      status="abandoned", attempt=job.attempts, error=f"{exc.kind}: {exc}",
-                      pid=os.getpid(),
-                      note="the attempt was ended and no verdict recorded; the runner exits")
 
 
 def serve(config: Config) -> bool:
@@ -316,7 +406,7 @@ def _log_crash(config: Config, error: str, tb: str | None) -> None:
     # empty world where the user deleted the old one.
     if not config.log_dir.is_dir():
         return
-    log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups)
+    log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups, config.host)
     with contextlib.suppress(BgrunError):  # nowhere left to write: callers say it too
         log.event(job="-", target="-", method="-", status="runner-error", error=error,
                   traceback=tb, pid=os.getpid())

@@ -7,6 +7,7 @@ Settling is a conditional write, so two processes settling at once record one ve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -24,21 +25,36 @@ from bgrun.slots import any_slot_free, poke, slot_if_dead
 # caller that queues a job: `bgrun exec` is a whole process, imports included.
 if TYPE_CHECKING:
     from bgrun.attempt import Verdict
+    from bgrun.store.rows import RunningAttempt
 
 SETTLE_EVERY = 2.0  # seconds between one process's looks for dead runners (runners, waiters)
+#: The same on a leased store: a lapsed lease is seen by that look alone (one query),
+#: so a killed host's jobs are taken over soon after its lease lapses.
+SETTLE_EVERY_LEASED = 1.0
 _last_look: dict[tuple[int, Path], float] = {}
+
+
+def settle_every(ctx: Context) -> float:
+    """Seconds between two looks for dead runners by one process, for this store."""
+    return SETTLE_EVERY_LEASED if ctx.store.leased else SETTLE_EVERY
 
 
 def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     """Settle every running job whose runner is dead; return how many were settled.
 
     `my_slot`: the caller is the runner holding that slot, so the slot's running jobs
-    that are not its own were left by the dead runner before it.
+    that are not its own were left by the dead runner before it. On a leased store
+    (several hosts) a job of another host is settled once its runner's lease lapsed,
+    and one of this host also when its slot lock is free (faster than the lease).
     """
-    by_slot: dict[int, list[tuple[str, int, int]]] = {}
-    for r in ctx.store.running():
-        by_slot.setdefault(r.runner_slot, []).append((r.job_id, r.attempt, r.runner_pid))
+    by_slot: dict[int, list[RunningAttempt]] = {}
     settled = 0
+    for attempt in ctx.store.running():
+        if ctx.store.leased and attempt.host != ctx.config.host:
+            if attempt.lapsed:
+                settled += settle_lost(ctx, attempt.job_id, attempt.attempt, here=False)
+            continue
+        by_slot.setdefault(attempt.runner_slot, []).append(attempt)
     dead_holders = []
     for holder in ctx.store.holders():
         with slot_if_dead(ctx.state, holder) as dead:
@@ -46,47 +62,78 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
                 dead_holders.append(holder)
     if dead_holders:
         ctx.store.release_holds(dead_holders)
-    for slot, jobs in by_slot.items():
-        if slot == my_slot:
-            settled += sum(settle_lost(ctx, j, a) for j, a, pid in jobs if pid != os.getpid())
-            continue
-        with slot_if_dead(ctx.state, slot) as dead:
-            if dead:
-                settled += sum(settle_lost(ctx, job_id, a) for job_id, a, _ in jobs)
+    for slot, attempts in by_slot.items():
+        settled += _settle_slot(ctx, slot, attempts, slot == my_slot)
     if settled or dead_holders:
         ensure_runner(ctx)  # a settled job may be waiting for its retry now
     return settled
 
 
+def _settle_slot(ctx: Context, slot: int, attempts: list[RunningAttempt], mine: bool) -> int:
+    """Settle the running attempts of this host's slot `slot` whose runner is dead."""
+    if mine:
+        lost = [a for a in attempts if a.runner_pid != os.getpid()]
+    else:
+        with slot_if_dead(ctx.state, slot) as dead:
+            # A live slot holder whose lease lapsed (frozen, or cut off from the store)
+            # ends its own attempt: it is taken over as on any other host.
+            lost = attempts if dead else [a for a in attempts if a.lapsed]
+            return sum(settle_lost(ctx, a.job_id, a.attempt) for a in lost)
+    return sum(settle_lost(ctx, a.job_id, a.attempt) for a in lost)
+
+
+def settle_mine(ctx: Context, slot: int) -> int:
+    """Settle the attempts still running in the store under this very runner.
+
+    For a runner that had lost the store: whatever it claimed or ran before is over
+    (it ended those trees), though a renewed lease would hide them from everyone else.
+    """
+    mine = [a for a in ctx.store.running()
+            if a.host == ctx.config.host and a.runner_slot == slot
+            and a.runner_pid == os.getpid()]
+    return sum(settle_lost(ctx, a.job_id, a.attempt) for a in mine)
+
+
 def settle_orphans_now_and_then(ctx: Context) -> None:
-    """settle_orphans, at most every SETTLE_EVERY per process and store.
+    """settle_orphans, at most every settle_every() per process and store.
 
     For a caller that queues many jobs: the look costs two queries and a lock try per
     slot, and every live runner makes the same look every SETTLE_EVERY anyway.
     """
     key = (os.getpid(), ctx.config.store)
     now = time.monotonic()
-    if now - _last_look.get(key, float("-inf")) >= SETTLE_EVERY:
+    if now - _last_look.get(key, float("-inf")) >= settle_every(ctx):
         _last_look[key] = now
         settle_orphans(ctx)
 
 
-def settle_lost(ctx: Context, job_id: str, attempt: int) -> bool:
-    """Record the verdict of an attempt whose runner died; end its orphaned tree first."""
+def settle_lost(ctx: Context, job_id: str, attempt: int, *, here: bool = True) -> bool:
+    """Record the verdict of an attempt whose runner died; end its orphaned tree first.
+
+    `here`: its runner ran on this host. One of another host is only recorded: its tree
+    and its result file are on that host (its runner ends the tree when it loses its
+    lease, or the tree died with the host).
+    """
     from bgrun.attempt import Verdict, marker, read_verdict
 
     job = ctx.store.get(job_id)
     if job.stored_status != State.RUNNING or job.attempts != attempt:
         return False
+    verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
+        f"the runner (pid {job.runner_pid}) died while the job ran"))
+    if not here:
+        verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
+            f"the runner (pid {job.runner_pid} on {job.host}) lost its lease while the"
+            " job ran"))
+        return record(ctx, job, verdict) is not None
     child = ctx.store.child_of(job_id)
     if child is not None:
         from bgrun.proctree import kill_tree  # psutil: only paid for when settling
 
         kill_tree(child[0], child[1], marker(job, job.runner_pid or 0))
-    verdict = read_verdict(-9, result_path(ctx.config.log_dir, job_id), ctx.config.max_result_bytes)
-    if verdict.outcome != Outcome.COMPLETED:
-        verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
-            f"the runner (pid {job.runner_pid}) died while the job ran"))
+    told = read_verdict(-9, result_path(ctx.config.log_dir, job_id), ctx.config.max_result_bytes)
+    if told.outcome == Outcome.COMPLETED:
+        verdict = told
     return record(ctx, job, verdict) is not None
 
 
@@ -136,11 +183,20 @@ def start_runner(ctx: Context) -> None:
 
 
 def start_runner_for(config: Config) -> None:
-    """start_runner() for the store `config` names, without opening it here."""
+    """start_runner() for the store `config` names, without opening it here.
+
+    Nothing with BGRUN_START_RUNNERS=0 (a host whose jobs run on other hosts). A runner
+    of a server store starts in our working directory: its jobs run there (SPEC).
+    """
+    if not config.start_runners:
+        return
     env = dict(os.environ)
     env.update(config.as_environ())
-    start_detached([runner_python(config), RUNNER_SCRIPT], cwd=Path(config.store.parent),
-                   env=env)
+    cwd = Path(config.store.parent)
+    if config.store_url is not None:
+        with contextlib.suppress(OSError):  # (our folder was deleted: the anchor's then)
+            cwd = Path.cwd()
+    start_detached([runner_python(config), RUNNER_SCRIPT], cwd=cwd, env=env)
 
 
 def recover(ctx: Context) -> tuple[int, int]:

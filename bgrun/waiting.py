@@ -45,7 +45,10 @@ class Look:
     def running_in_slots(self) -> int:
         """How many jobs runners are running now (a foreground `bgrun run` holds no slot)."""
         if self._running is None:
-            self._running = sum(1 for r in self.ctx.store.running() if r.runner_slot >= 0)
+            # (slots are per host: on a store shared by several, this host's)
+            here, shared = self.ctx.config.host, self.ctx.store.leased
+            self._running = sum(1 for a in self.ctx.store.running() if a.runner_slot >= 0
+                                and (not shared or a.host == here))
         return self._running
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
@@ -13,9 +12,9 @@ from bgrun.dashboard.app import dashboard
 from bgrun.dashboard.present import (
     fill_page,
     full_counts,
+    job_chunk,
     parse_filters,
     parse_int,
-    read_chunk,
 )
 from bgrun.records import JobRecord
 from bgrun.waiting import Look, job_dict
@@ -78,7 +77,7 @@ def output(job_id: str) -> Response:
     record = dashboard().ctx.store.get(job_id)
     offset = request.args.get("offset")
     start = None if offset is None else parse_int(request.args, "offset", 0, 0, 2**62)
-    chunk = read_chunk(Path(record.output), start)
+    chunk = job_chunk(dashboard().ctx.store, record, start)
     return jsonify({"text": chunk.text, "offset": chunk.start, "next": chunk.end,
                     "reset": chunk.reset, "status": record.status_at(time.time()).value})
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -25,9 +24,9 @@ from bgrun.dashboard.present import (
     duration,
     fill_page,
     full_counts,
+    job_chunk,
     parse_filters,
     pretty_json,
-    read_chunk,
     retries_left,
     timings,
 )
@@ -106,7 +105,7 @@ def job(job_id: str) -> str:
     now = time.time()
     record = store.get(job_id)
     info = record.to_dict(now)
-    chunk = read_chunk(Path(record.output), None)
+    chunk = job_chunk(store, record, None)
     return render_template(
         "job.html", job=info, retries_left=retries_left(record),
         timings={k: duration(v) for k, v in timings(record, now).items()},

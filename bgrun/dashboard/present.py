@@ -13,6 +13,7 @@ from bgrun.errors import BadQueueError
 from bgrun.joblog import BIDI
 from bgrun.queues import check_queue_name
 from bgrun.records import JobRecord, JobStatus
+from bgrun.store import Store
 from bgrun.store.rows import parse_job_id
 
 STATUS_WORDS = tuple(s.value for s in JobStatus)
@@ -178,6 +179,20 @@ def read_chunk(path: Path, offset: int | None, limit: int = TAIL_BYTES) -> Chunk
         f.seek(start)
         data = f.read(min(limit, size - start))
     return Chunk(printable(data.decode("utf-8", "replace")), start, start + len(data), reset)
+
+
+def job_chunk(store: Store, job: JobRecord, offset: int | None) -> Chunk:
+    """read_chunk of the job's output file, or, where the store keeps the output and the
+    file is on another host, of the copy in the store."""
+    path = Path(job.output)
+    if not store.keeps_output or path.exists():
+        return read_chunk(path, offset)
+    stored = store.output_of(job.id)
+    data = b"" if stored is None else stored[0]
+    reset = offset is not None and offset > len(data)
+    start = max(0, len(data) - TAIL_BYTES) if offset is None or reset else offset
+    piece = data[start:start + TAIL_BYTES]
+    return Chunk(printable(piece.decode("utf-8", "replace")), start, start + len(piece), reset)
 
 
 def printable(text: str) -> str:

@@ -228,10 +228,14 @@
 
   function runnerRow(runner, jobBase) {
     const job = runner.job;
+    const lease = runner.lease_age === null || runner.lease_age === undefined
+      ? "-" : runner.lease_age.toFixed(1) + " s";
     const cells = [
+      el("td", { className: "mono", textContent: runner.host || "-" }),
       el("td", { className: "num", textContent: String(runner.slot) }),
       el("td", { className: "num", textContent: String(runner.pid) }),
       el("td", { className: "mono", textContent: runner.queues ? runner.queues.join(", ") : "all" }),
+      el("td", { className: "num", textContent: lease }),
       el("td", {}, [el("span", { className: "badge " + (job ? "running" : "idle"),
                                  textContent: job ? "busy" : "idle" })]),
     ];
