@@ -10,7 +10,7 @@ from bgrun.context import Context
 from bgrun.errors import InvalidStateError, OutputGoneError, WaitTimeoutError
 from bgrun.jobfiles import output_path
 from bgrun.records import JobRecord, JobStatus, State
-from bgrun.settle import SETTLE_EVERY, ensure_runner, recover, settle_orphans
+from bgrun.settle import ensure_runner, recover, settle_every, settle_orphans
 
 __all__ = ["recover", "settle_orphans"]
 
@@ -35,7 +35,7 @@ def wait_for(ctx: Context, job_id: str, timeout: float | None = None,
         if deadline is not None and now >= deadline:
             raise WaitTimeoutError(f"job {job_id} is still {job.status_at(time.time()).value}"
                                    f" after {timeout:g} s")
-        if now - last_settle >= SETTLE_EVERY:
+        if now - last_settle >= settle_every(ctx):
             settle_orphans(ctx)
             last_settle = now
         pause = min(pause * 1.5, 0.2)

@@ -6,15 +6,18 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from bgrun import allowlist
 from bgrun.attempt import Verdict, run_attempt
 from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.enqueue import Request, checked
+from bgrun.errors import BgrunError
 from bgrun.follow import follow
+from bgrun.lease import Fenced, Lease, note_fenced
 from bgrun.locks import FileLock
+from bgrun.procstart import process_start
 from bgrun.queues import QueuePlan
 from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import record
@@ -34,7 +37,7 @@ def run_foreground(config: Config, req: Request, write: Callable[[bytes], object
     job = checked(config, req, now)._replace(held=slot)
     ctx = context_for(config)
     lock: FileLock = slot_lock(ctx.state, slot)
-    with lock:
+    with lock, _leased(ctx, slot) as lease:
         job_id, _ = ctx.store.insert(job, now)
         ctx.log.event(job=job_id, target=job.target, method=job.method, queue=job.queue,
                       status=JobStatus.QUEUED, attempt=0, note="foreground")
@@ -44,14 +47,32 @@ def run_foreground(config: Config, req: Request, write: Callable[[bytes], object
                 return ctx.store.get(job_id)
             ctx.log.event(job=job_id, target=job.target, method=job.method, queue=job.queue,
                           status=JobStatus.RUNNING, attempt=claimed.attempts, pid=os.getpid())
-            verdict = _attempt_following(ctx, claimed, write)
-            state = record(ctx, claimed, verdict)
+            verdict = _attempt_following(ctx, claimed, write, lease)
+            state = None if verdict is None else record(ctx, claimed, verdict)
             if state != State.WAITING:
                 break
             time.sleep(max(0.0, ctx.store.get(job_id).run_at - time.time()))
     with contextlib.suppress(OSError):
         os.unlink(lock.path)  # per-pid lock files would pile up otherwise
     return ctx.store.get(job_id)
+
+
+@contextlib.contextmanager
+def _leased(ctx: Context, slot: int) -> Iterator[Lease]:
+    """On a leased store, a lease row for this run while it lasts (its attempts would
+    read as lapsed without one, and be taken over); nothing elsewhere."""
+    lease = Lease(ctx, slot)
+    if not lease.active:
+        yield lease
+        return
+    pid = os.getpid()
+    ctx.store.register_runner(slot, pid, process_start(pid), time.time(), None)
+    lease.registered(slot)
+    try:
+        yield lease
+    finally:
+        with contextlib.suppress(BgrunError):
+            ctx.store.unregister_runner(slot, pid)
 
 
 def _claim_when_free(ctx: Context, job_id: str, slot: int) -> JobRecord | None:
@@ -68,13 +89,25 @@ def _claim_when_free(ctx: Context, job_id: str, slot: int) -> JobRecord | None:
         time.sleep(ctx.config.tick)
 
 
-def _attempt_following(ctx: Context, job: JobRecord, write: Callable[[bytes], object]
-                       ) -> Verdict:
+def _attempt_following(ctx: Context, job: JobRecord, write: Callable[[bytes], object],
+                       lease: Lease) -> Verdict | None:
+    """Run the attempt, following its output; None if it was taken over (fenced)."""
     verdicts: list[Verdict] = []
-    worker = threading.Thread(
-        target=lambda: verdicts.append(run_attempt(ctx.config, ctx.store, job)), daemon=True
-    )
+
+    def attempt() -> None:
+        with contextlib.suppress(Fenced):  # (its tree was ended: nothing to record)
+            verdicts.append(run_attempt(ctx.config, ctx.store, job))
+
+    worker = threading.Thread(target=attempt, daemon=True)
     worker.start()
-    follow(ctx, job.id, write, done=lambda: not worker.is_alive(), pause=0.05)
+
+    def done() -> bool:
+        lease.keep()  # (renewed every quarter lease, from this loop)
+        return not worker.is_alive()
+
+    follow(ctx, job.id, write, done=done, pause=0.05)
     worker.join()
+    if not verdicts:
+        note_fenced(ctx, job)
+        return None
     return verdicts[0]

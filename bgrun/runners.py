@@ -21,7 +21,9 @@ from bgrun.store.watch import RunnerRow
 
 def live_runners(ctx: Context) -> list[dict[str, Any]]:
     """The live runners of this store, by slot, as `bgrun runners --json` gives them."""
-    return [runner_dict(row) for row in ctx.store.runner_rows() if is_live(ctx, row)]
+    # (a foreground `bgrun run` holds a lease row too, under a negative slot: not a runner)
+    return [runner_dict(row) for row in ctx.store.runner_rows()
+            if row.slot >= 0 and is_live(ctx, row)]
 
 
 def is_live(ctx: Context, row: RunnerRow) -> bool:

@@ -55,11 +55,7 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
                 settled += settle_lost(ctx, attempt.job_id, attempt.attempt, here=False)
             continue
         by_slot.setdefault(attempt.runner_slot, []).append(attempt)
-    dead_holders = []
-    for holder in ctx.store.holders():
-        with slot_if_dead(ctx.state, holder) as dead:
-            if dead:
-                dead_holders.append(holder)
+    dead_holders = _dead_holders(ctx)
     if dead_holders:
         ctx.store.release_holds(dead_holders)
     for slot, attempts in by_slot.items():
@@ -67,6 +63,25 @@ def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
     if settled or dead_holders:
         ensure_runner(ctx)  # a settled job may be waiting for its retry now
     return settled
+
+
+def _dead_holders(ctx: Context) -> list[int]:
+    """The foreground runs (`bgrun run`) holding a waiting job that died.
+
+    On a leased store a foreground run holds a lease too (foreground.py), and one of
+    another host has no lock here: it is dead once its lease lapsed.
+    """
+    holders = ctx.store.holders()
+    if holders and ctx.store.leased:
+        live = {r.slot for r in ctx.store.runner_rows()
+                if r.lease_age is not None and r.lease_age <= ctx.config.lease}
+        holders = [h for h in holders if h not in live]
+    dead = []
+    for holder in holders:
+        with slot_if_dead(ctx.state, holder) as free:
+            if free:
+                dead.append(holder)
+    return dead
 
 
 def _settle_slot(ctx: Context, slot: int, attempts: list[RunningAttempt], mine: bool) -> int:

@@ -330,3 +330,15 @@ def test_check_says_kind_and_schema_and_never_the_password(pg_project, pg_server
         pg_server.drop_database(name)
     finally:
         pg_server.admin("DROP ROLE IF EXISTS hosts_user")
+
+
+def test_a_foreground_run_holds_a_lease_and_is_not_taken_over(pg_project, pg_url):
+    b = other_host(pg_project, "b")
+    start_worker(b, "b")  # looks for lapsed leases every second meanwhile
+    ran = pg_project.cli("run", "jobs", "sleep", str(3 * LEASE))
+    assert ran.returncode == 0, ran.stderr
+    assert "sleeping" in ran.stdout
+    job_id = next(e["job"] for e in pg_project.events() if e["status"] == "completed")
+    row = job_row(pg_url, job_id)
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["host"] == "a"
+    assert not [e for e in events(b) if e["job"] == job_id]

@@ -118,3 +118,29 @@ def test_queues_example(project):
                      for i in ids[:2])
     assert first["queue"] == second["queue"] == "reports"
     assert second["started_at"] >= first["finished_at"]  # one at a time
+
+
+def test_several_hosts_setup_works_as_written(project, pg_server, monkeypatch):
+    """The role and database of "Several hosts", made by its SQL as written, then used
+    with its URL (only the server's address is this test's, and no TLS: the throwaway
+    cluster has no certificate)."""
+    section = README.split("## Several hosts", 1)[1].split("\n## ", 1)[0]
+    setup = re.findall(r"```sql\n(.*?)```", section, flags=re.S)[0]
+    url = re.search(r"BGRUN_STORE=(postgresql://\S+?)'", section).group(1)
+    host, port = pg_server.host_port()
+    url = url.replace("db.example.com:5432", f"{host}:{port}").replace("?sslmode=verify-full", "")
+    for statement in filter(None, (s.strip() for s in setup.split(";"))):
+        pg_server.admin(statement)
+    try:
+        monkeypatch.setenv("BGRUN_STORE", url)
+        monkeypatch.setenv("BGRUN_HOST", "web1")
+        queued = project.cli("exec", "jobs", "echo", "hi")
+        assert queued.returncode == 0, queued.stderr
+        waited = project.cli("wait", queued.stdout.strip())
+        assert waited.stdout.strip() == "completed", waited.stderr
+        checked = project.cli("check").stdout
+        assert f"store postgresql://bgrun@{host}:{port}/bgrun (1 job(s)), postgresql" in checked
+        assert "change-me" not in checked
+    finally:
+        pg_server.admin("DROP DATABASE IF EXISTS bgrun WITH (FORCE)")
+        pg_server.admin("DROP ROLE IF EXISTS bgrun")
