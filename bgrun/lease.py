@@ -24,12 +24,15 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from bgrun.context import Context
 from bgrun.errors import ConfigError, StoreError, StoreGoneError
 from bgrun.records import JobRecord
 from bgrun.store import Store
+
+if TYPE_CHECKING:
+    from bgrun.attempt import Verdict
 
 
 class LeaseLost(Exception):
@@ -204,3 +207,45 @@ def note_fenced(ctx: Context, job: JobRecord) -> None:
         ctx.log.event(job=job.id, target=job.target, method=job.method, queue=job.queue,
                       status="fenced", attempt=job.attempts, pid=os.getpid(),
                       note="the attempt was taken over: nothing recorded by this runner")
+
+
+def wait_for_store(ctx: Context, lease: Lease, exc: BaseException,
+                   register: Callable[[], None], stopping: Callable[[], bool]) -> None:
+    """A runner that lost the store (or its lease): claim nothing until it is back, then
+    renew the lease, or `register()` again if its row is gone, and settle whatever it
+    had claimed (it ended those attempts' trees). Returns at once when `stopping()`."""
+    from bgrun.settle import settle_mine
+
+    kind = getattr(exc, "kind", type(exc).__name__)
+    with contextlib.suppress(ConfigError):
+        ctx.log.event(job="-", target="-", method="-", status="runner-error",
+                      error=f"{kind}: {exc}", pid=os.getpid(),
+                      note="claiming nothing until the store is back")
+    while not stopping():
+        time.sleep(ctx.config.tick)
+        try:
+            if not lease.regain():
+                register()
+            settle_mine(ctx, lease.slot)
+            return
+        except StoreError:
+            continue
+
+
+def record_while_held(ctx: Context, lease: Lease, job: JobRecord, verdict: Verdict) -> bool:
+    """Record the verdict (settle.record); False if fenced. On a leased store an
+    unreachable store is tried again while the lease holds; LeaseLost after that, with
+    nothing recorded (the job is taken over)."""
+    from bgrun.settle import record
+
+    while True:
+        try:
+            return record(ctx, job, verdict) is not None
+        except StoreError as exc:
+            if not lease.active or isinstance(exc, StoreGoneError):
+                raise
+            if not lease.keep():
+                lost = LeaseLost(lease.why())
+                note_abandoned(ctx, job, lost)
+                raise lost from None
+        time.sleep(ctx.config.tick)

@@ -21,21 +21,27 @@ import time
 from types import FrameType
 
 from bgrun import allowlist
-from bgrun.attempt import Verdict, marker, run_attempt
+from bgrun.attempt import marker, run_attempt
 from bgrun.config import Config
 from bgrun.context import Context
 from bgrun.errors import BgrunError, ConfigError, NoStoreError, StoreError, StoreGoneError
 from bgrun.joblog import EventLog
-from bgrun.lease import Fenced, Lease, LeaseLost, note_abandoned, note_fenced
+from bgrun.lease import (
+    Fenced,
+    Lease,
+    LeaseLost,
+    note_abandoned,
+    note_fenced,
+    record_while_held,
+    wait_for_store,
+)
 from bgrun.locks import FileLock
 from bgrun.preload import PRELOADED
 from bgrun.procstart import process_start
 from bgrun.queues import QueuePlan
 from bgrun.records import JobRecord, JobStatus, Outcome
 from bgrun.settle import (
-    record,
     settle_every,
-    settle_mine,
     settle_orphans,
     start_runner,
     start_runner_for,
@@ -169,23 +175,9 @@ class Runner:
         self.waker.sleep(min(until_next or tick, tick))
 
     def _outage(self, exc: BaseException) -> None:
-        """Claim nothing until the store is back, then renew the lease (or register again)
-        and settle whatever this runner had claimed: it ended those attempts' trees."""
+        """Claim nothing until the store is back (lease.wait_for_store)."""
         self.waker.busy()  # callers must not count on us meanwhile
-        kind = getattr(exc, "kind", type(exc).__name__)
-        with contextlib.suppress(ConfigError):
-            self.ctx.log.event(job="-", target="-", method="-", status="runner-error",
-                               error=f"{kind}: {exc}", pid=os.getpid(),
-                               note="claiming nothing until the store is back")
-        while not self.stopping:
-            time.sleep(self.ctx.config.tick)
-            try:
-                if not self.lease.regain():
-                    self.register()
-                settle_mine(self.ctx, self.slot)
-                return
-            except StoreError:
-                continue
+        wait_for_store(self.ctx, self.lease, exc, self.register, lambda: self.stopping)
 
     def _plan(self) -> QueuePlan:
         """The queues this runner serves, under the limits of its allowlist as it is now.
@@ -309,24 +301,9 @@ class Runner:
             else:
                 note_fenced(ctx, job)
             return False
-        if not self._record(job, verdict):
+        if not record_while_held(self.ctx, self.lease, job, verdict):
             note_fenced(ctx, job)
         return True
-
-    def _record(self, job: JobRecord, verdict: Verdict) -> bool:
-        """Record the verdict; False if fenced. On a leased store an unreachable store is
-        tried again while the lease holds (LeaseLost after that: nothing recorded)."""
-        while True:
-            try:
-                return record(self.ctx, job, verdict) is not None
-            except StoreError as exc:
-                if not self.lease.active or isinstance(exc, StoreGoneError):
-                    raise
-                if not self.lease.keep():
-                    lost = LeaseLost(self.lease.why())
-                    note_abandoned(self.ctx, job, lost)
-                    raise lost from None
-            time.sleep(self.ctx.config.tick)
 
     def _on_tick(self) -> None:
         """Every tick of a running attempt: the watcher, and the lease (LeaseLost)."""
