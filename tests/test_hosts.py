@@ -44,6 +44,9 @@ def pg_project(project: Project, pg_url: str, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BGRUN_STORE", pg_url)
     monkeypatch.setenv("BGRUN_HOST", "a")
     monkeypatch.setenv("BGRUN_LEASE", str(LEASE))
+    # One slot: no second runner is being started (a double fork) while a test kills
+    # the host, which could then survive the kill and settle the job as host `a`.
+    monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
     (project.path / "chatty.py").write_text(CHATTY)
     with open(project.path / "allowlist.toml", "a") as f:
         f.write('\n[jobs."chatty"]\nmethods = ["talk"]\n')

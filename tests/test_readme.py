@@ -127,7 +127,7 @@ def test_several_hosts_setup_works_as_written(project, pg_server, monkeypatch):
     section = README.split("## Several hosts", 1)[1].split("\n## ", 1)[0]
     setup = re.findall(r"```sql\n(.*?)```", section, flags=re.S)[0]
     url = re.search(r"BGRUN_STORE=(postgresql://\S+?)'", section).group(1)
-    host, port = pg_server.host_port()
+    host, port = pg_server.host_port
     url = url.replace("db.example.com:5432", f"{host}:{port}").replace("?sslmode=verify-full", "")
     for statement in filter(None, (s.strip() for s in setup.split(";"))):
         pg_server.admin(statement)
