@@ -345,3 +345,22 @@ def test_a_foreground_run_holds_a_lease_and_is_not_taken_over(pg_project, pg_url
     row = job_row(pg_url, job_id)
     assert row["status"] == "completed" and row["attempts"] == 1 and row["host"] == "a"
     assert not [e for e in events(b) if e["job"] == job_id]
+
+
+def test_the_dashboard_of_another_host_shows_the_output_host_and_runners(pg_project, pg_url):
+    from bgrun.config import Config
+    from bgrun.dashboard.app import create_app
+
+    b = other_host(pg_project, "b")
+    job_id = queue(pg_project, "chatty", "talk", "20")
+    assert pg_project.cli("wait", job_id).stdout.strip() == "completed"
+    token = "test-token-0123456789abcdef"
+    config = Config.load(cwd=b, environ={**os.environ, "BGRUN_HOST": "b"})
+    client = create_app(config, token).test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    output = client.get(f"/api/jobs/{job_id}/output?offset=0", headers=bearer).get_json()
+    assert "line 0\n" in output["text"] and "line 19\n" in output["text"]
+    page = client.get(f"/jobs/{job_id}", headers=bearer).get_data(as_text=True)
+    assert "line 19" in page and "queued on a" in page
+    assert client.get(f"/api/jobs/{job_id}", headers=bearer).get_json()["host"] == "a"
+    assert "Lease age" in client.get("/runners", headers=bearer).get_data(as_text=True)
