@@ -328,7 +328,7 @@ def test_check_says_kind_and_schema_and_never_the_password(pg_project, pg_server
         queue(pg_project, "jobs", "noop")
         checked = pg_project.cli("check")  # (exit 4: the fixtures' poison module)
         line = next(n for n in checked.stdout.splitlines() if n.startswith("store "))
-        assert "postgresql schema version" in line and "hosts_user@" in line
+        assert "job(s); postgresql, schema " in line and "hosts_user@" in line
         assert "s3cret-pw" not in checked.stdout + checked.stderr
         pg_server.drop_database(name)
     finally:

@@ -139,7 +139,7 @@ def test_several_hosts_setup_works_as_written(project, pg_server, monkeypatch):
         waited = project.cli("wait", queued.stdout.strip())
         assert waited.stdout.strip() == "completed", waited.stderr
         checked = project.cli("check").stdout
-        assert f"store postgresql://bgrun@{host}:{port}/bgrun (1 job(s)), postgresql" in checked
+        assert f"store postgresql://bgrun@{host}:{port}/bgrun (1 job(s); postgresql" in checked
         assert "change-me" not in checked
     finally:
         pg_server.admin("DROP DATABASE IF EXISTS bgrun WITH (FORCE)")
