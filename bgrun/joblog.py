@@ -23,7 +23,9 @@ ERRORS_LOG = "background_jobs_errors.log"
 
 #: Bidirectional controls (and the Arabic letter mark): they reorder what a reader sees.
 BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_PLAIN = re.compile(rf"[^\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]+")
+#: What a bare value may not hold (a value with none of these is written unquoted). A
+#: positive class: its negation, compiled at every start, cost a command line more.
+_NOT_PLAIN = re.compile(rf"[\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
 _ESCAPE = re.compile(rf"[\\\"\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
 _FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _UNESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
@@ -42,7 +44,7 @@ def _escape_char(match: re.Match[str]) -> str:
 def format_value(value: object) -> str:
     """One logfmt value: bare where safe, else quoted with every control character escaped."""
     text = "-" if value is None else str(value)
-    if _PLAIN.fullmatch(text):
+    if text and not _NOT_PLAIN.search(text):
         return text
     return '"' + _ESCAPE.sub(_escape_char, text) + '"'
 
