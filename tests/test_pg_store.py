@@ -479,3 +479,57 @@ def test_racing_claims_of_a_limited_queue_take_every_free_slot(open_pg: Opener):
                 first.finish(claimed.id, 1, T, outcome=Outcome.COMPLETED)
     assert misses == 0
     assert first.counts() == {"completed": 90}
+
+
+# -- a real cut: a host in a network namespace, over TCP --------------------------------
+
+CUT_CALLER = """
+import sys, time
+from pathlib import Path
+from bgrun.config import Config
+from bgrun.errors import StoreError
+from bgrun.store import open_store
+folder = Path(sys.argv[1])
+store = open_store(Config.load(cwd=folder))
+store.counts()
+(folder / "ready").touch()
+while not (folder / "go").exists():
+    time.sleep(0.05)
+started = time.monotonic()
+try:
+    store.counts()
+    (folder / "err").write_text("none")
+except StoreError as exc:
+    (folder / "err").write_text(f"{time.monotonic() - started:.2f} {exc}")
+while not (folder / "healed").exists():
+    time.sleep(0.05)
+(folder / "after").write_text(repr(store.counts()))
+"""
+
+
+def test_a_black_holed_host_learns_within_its_lease_and_is_back_after_the_heal(
+        pg_server: PgServer, pg_url: str, tmp_path: Path):
+    """A call sent into a black hole fails by tcp_user_timeout (a third of the lease),
+    not after the kernel's minutes of retransmissions; the next call after the heal
+    connects again."""
+    from tests.conftest import wait_until
+    from tests.netns import Network, skip_unless_possible
+
+    skip_unless_possible()
+    with Network(tmp_path) as net:
+        host = net.add("h1")
+        url = pg_url.replace("@127.0.0.1:", f"@{host.server_addr}:")
+        proc = host.popen([sys.executable, "-c", CUT_CALLER, str(tmp_path)],
+                          env=host.env(url, BGRUN_LEASE="6"), cwd=tmp_path, output="out")
+        wait_until(lambda: (tmp_path / "ready").exists() or proc.poll() is not None, 60)
+        host.blackhole()
+        (tmp_path / "go").touch()
+        wait_until(lambda: (tmp_path / "err").exists() or proc.poll() is not None, 30)
+        host.heal()
+        (tmp_path / "healed").touch()
+        proc.wait(timeout=60)
+        said = (host.home / "out").read_text()
+    took, _, error = (tmp_path / "err").read_text().partition(" ")
+    assert "connection lost" in error and pg_server.password not in error, said
+    assert 1.5 < float(took) < 6.0, error  # tcp_user_timeout 2 s, well within the lease
+    assert (tmp_path / "after").read_text() == "{}", said
