@@ -501,6 +501,12 @@ try:
     (folder / "err").write_text("none")
 except StoreError as exc:
     (folder / "err").write_text(f"{time.monotonic() - started:.2f} {exc}")
+started = time.monotonic()
+try:  # a runner waiting for work: its new session gives up by tcp_user_timeout too
+    store.wait_for_work(1)
+    (folder / "waited").write_text("none")
+except StoreError as exc:
+    (folder / "waited").write_text(f"{time.monotonic() - started:.2f}")
 while not (folder / "healed").exists():
     time.sleep(0.05)
 (folder / "after").write_text(repr(store.counts()))
@@ -524,7 +530,7 @@ def test_a_black_holed_host_learns_within_its_lease_and_is_back_after_the_heal(
         wait_until(lambda: (tmp_path / "ready").exists() or proc.poll() is not None, 60)
         host.blackhole()
         (tmp_path / "go").touch()
-        wait_until(lambda: (tmp_path / "err").exists() or proc.poll() is not None, 30)
+        wait_until(lambda: (tmp_path / "waited").exists() or proc.poll() is not None, 30)
         host.heal()
         (tmp_path / "healed").touch()
         proc.wait(timeout=60)
@@ -532,4 +538,5 @@ def test_a_black_holed_host_learns_within_its_lease_and_is_back_after_the_heal(
     took, _, error = (tmp_path / "err").read_text().partition(" ")
     assert "connection lost" in error and pg_server.password not in error, said
     assert 1.5 < float(took) < 6.0, error  # tcp_user_timeout 2 s, well within the lease
+    assert float((tmp_path / "waited").read_text()) < 5.0, said  # not connect_timeout (10 s)
     assert (tmp_path / "after").read_text() == "{}", said
