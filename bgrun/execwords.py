@@ -13,6 +13,7 @@ answers.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -158,8 +159,8 @@ def echo(message: str, err: bool = False) -> None:
 def fast_exec(argv: Sequence[str]) -> bool:
     """Queue the job of `bgrun exec ...` as cli.exec_ does, if `argv` is plain enough
     (see parse_exec); False, having done nothing, when Click must read it. Exits."""
-    if sys.platform == "win32":
-        return False  # Click expands wildcards in arguments there
+    if sys.platform == "win32" or "_BGRUN_COMPLETE" in os.environ:
+        return False  # Click expands wildcards in arguments there; it completes words
     call = parse_exec(argv)
     if call is None:
         return False
@@ -203,7 +204,6 @@ def _queue(call: dict[str, Any]) -> None:
 def _warn_unknown_settings() -> None:
     """cli.warn_unknown_settings, which Click's group runs before every command."""
     import contextlib
-    import os
     from pathlib import Path
 
     from bgrun.config import merged_environ, unknown_names
