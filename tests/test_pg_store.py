@@ -194,6 +194,30 @@ def test_every_write_about_an_attempt_is_fenced_by_attempt_and_host(open_pg: Ope
     assert [x.outcome for x in a.attempts_of(job_id)] == [Outcome.RETRYING, None]
 
 
+def test_a_claim_whose_answer_was_lost_is_handed_back_by_the_next_claim(open_pg: Opener,
+                                                                        pg_server: PgServer):
+    """The session breaks as a claim commits: the job is running under this runner, which
+    does not know it. Its next claim hands that job back (uncounted) and takes it anew;
+    jobs it does know, and other runners' jobs, stay as they are."""
+    store, other = open_pg(), open_pg()
+    mine, _ = store.insert(job(), T)
+    lost, _ = store.insert(job(), T)
+    theirs, _ = store.insert(job(), T)
+    waiting, _ = store.insert(job(), T)
+    assert store.claim(T, 0, 77).id == mine  # type: ignore[union-attr]
+    assert other.claim(T, 0, 77).id == lost  # type: ignore[union-attr] # as if store's
+    assert other.claim(T, 1, 88).id == theirs  # type: ignore[union-attr]
+    pg_server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'bgrun'")  # every session of both stores
+    with pytest.raises(StoreError, match="connection lost"):
+        store.claim(T, 0, 77)
+    again = store.claim(T, 0, 77)
+    assert again is not None and again.id == lost and again.attempts == 1
+    assert [a.number for a in store.attempts_of(lost)] == [1]
+    assert {r.job_id for r in store.running()} == {mine, lost, theirs}
+    assert store.get(waiting).stored_status == State.WAITING
+
+
 # -- leases -------------------------------------------------------------------------------
 
 def test_a_lease_lapses_by_the_server_clock_and_is_never_revived(open_pg: Opener):

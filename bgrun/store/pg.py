@@ -16,6 +16,8 @@ keeps it under many concurrent writers on many hosts:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -61,6 +63,28 @@ class PgStore(PgWatch):
 
     def claim(self, now: float, slot: int, runner_pid: int, plan: QueuePlan = EVERY_QUEUE
               ) -> JobRecord | None:
+        with self._sure(slot, runner_pid):
+            return self._claim(now, slot, runner_pid, plan)
+
+    @contextmanager
+    def _sure(self, slot: int, runner_pid: int) -> Iterator[None]:
+        """A claim whose answer was lost (the session broke at its commit) may have taken a
+        job: that job would run nowhere, while this runner's live lease kept it from a
+        takeover. The runner's next claim first hands back, uncounted, every job running
+        under its (host, slot, pid) that this store did not give it."""
+        if (slot, runner_pid) in self._unsure:
+            known = [int(j) for j, (_, pid) in self._claimed.items() if pid == runner_pid]
+            self._db.run(pgsql.HAND_BACK_UNKNOWN, {"host": self.host or None, "slot": slot,
+                                                   "pid": runner_pid, "known": known})
+            self._unsure.discard((slot, runner_pid))
+        try:
+            yield
+        except StoreError:
+            self._unsure.add((slot, runner_pid))
+            raise
+
+    def _claim(self, now: float, slot: int, runner_pid: int, plan: QueuePlan
+               ) -> JobRecord | None:
         if not any(plan.may_serve(queue) for queue in plan.limits):
             return self._claim_unlimited(now, slot, runner_pid, plan)
         try:
@@ -94,7 +118,7 @@ class PgStore(PgWatch):
                   plan: QueuePlan = EVERY_QUEUE) -> JobRecord | None:
         key = job_key(job_id)
         try:
-            with self._db.write() as cur:
+            with self._sure(slot, runner_pid), self._db.write() as cur:
                 row = cur.execute(pgsql.LOCK_WAITING, {"id": key}).fetchone()
                 if row is None:
                     return None

@@ -171,6 +171,20 @@ DROP_ATTEMPT = (
     "DELETE FROM bgrun.attempts WHERE seq = (SELECT max(seq) FROM bgrun.attempts"
     " WHERE job_id = %(id)s AND number = %(attempt)s)"
 )
+#: Hand back, uncounted, the jobs running under this runner that it does not know it has
+#: (a claim that committed while its answer was lost), their attempt records removed.
+HAND_BACK_UNKNOWN = (
+    "WITH back AS (UPDATE bgrun.jobs SET status = 'waiting', attempts = attempts - 1,"
+    " started_at = NULL, child_pid = NULL, runner_pid = NULL, runner_slot = NULL,"
+    " queue_slot = NULL WHERE status = 'running'"
+    " AND runner_host IS NOT DISTINCT FROM %(host)s AND runner_slot = %(slot)s"
+    " AND runner_pid = %(pid)s AND NOT (id = ANY(%(known)s::bigint[]))"
+    " RETURNING id, attempts + 1 AS number),"
+    " dropped AS (DELETE FROM bgrun.attempts a USING back WHERE a.seq = (SELECT max(seq)"
+    "  FROM bgrun.attempts x WHERE x.job_id = back.id AND x.number = back.number))"
+    f" SELECT count(*) AS n, (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', '')"
+    "  FROM back LIMIT 1) AS w) AS woke FROM back"
+)
 #: Every running attempt, and whether its runner's lease lapsed by the server's clock.
 RUNNING = (
     "SELECT j.id, j.attempts, j.runner_slot, j.runner_pid, j.runner_host,"

@@ -102,6 +102,7 @@ class PgWatch:
         self.notifies = notify
         self._jobs = str(jobs_dir(log_dir))
         self._claimed: dict[str, tuple[int, int]] = {}  # job id: (attempt, runner pid)
+        self._unsure: set[tuple[int, int]] = set()  # (slot, pid) whose claim's answer was lost
         self._db = Session(url, lease, self.url_shown)
         try:
             self._version = self._db.call(lambda conn: pgschema.migrate(conn, self.url_shown,
