@@ -454,16 +454,21 @@ def test_check_names_the_store_its_kind_and_schema_never_the_password(
     no_password_anywhere(project.path, result, pg_server.password)
 
 
-def test_the_server_ends_a_cut_hosts_transactions_within_the_lease(open_pg: Opener):
+def test_the_server_ends_a_cut_hosts_transactions_within_the_lease(
+        open_pg: Opener, pg_server: PgServer, pg_url: str):
     """A host cut off mid-transaction holds row and advisory locks (a queue's claims)
     until the server gives up on it: its session tells the server to probe and to end a
     transaction left idle for a third of the lease."""
+    db = pg_url.rsplit("/", 1)[1]
+    pg_server.admin(f"ALTER DATABASE {db} SET synchronous_commit = off")  # a DBA's choice
     store = open_pg(BGRUN_LEASE="6")
     shown = {r["name"]: r["setting"] for r in store._db.read(  # type: ignore[attr-defined]
         "SELECT name, setting FROM pg_settings WHERE name IN ('tcp_keepalives_idle',"
-        " 'tcp_keepalives_count', 'tcp_user_timeout', 'idle_in_transaction_session_timeout')")}
+        " 'tcp_keepalives_count', 'tcp_user_timeout', 'idle_in_transaction_session_timeout',"
+        " 'synchronous_commit')")}
     assert shown == {"tcp_keepalives_idle": "1", "tcp_keepalives_count": "3",
-                     "tcp_user_timeout": "2000", "idle_in_transaction_session_timeout": "2000"}
+                     "tcp_user_timeout": "2000", "idle_in_transaction_session_timeout": "2000",
+                     "synchronous_commit": "on"}
     session = store._db  # type: ignore[attr-defined]
     with pytest.raises(StoreError, match="connection lost"), session.write() as cur:
         cur.execute("SELECT 1")
