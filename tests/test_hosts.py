@@ -364,3 +364,33 @@ def test_the_dashboard_of_another_host_shows_the_output_host_and_runners(pg_proj
     assert "line 19" in page and "queued on a" in page
     assert client.get(f"/api/jobs/{job_id}", headers=bearer).get_json()["host"] == "a"
     assert "Lease age" in client.get("/runners", headers=bearer).get_data(as_text=True)
+
+
+# -- the same on SQLite, where it applies -------------------------------------------------
+
+
+def test_every_event_line_names_the_host_that_wrote_it_on_sqlite(project, monkeypatch):
+    monkeypatch.setenv("BGRUN_HOST", "web1")
+    job_id = queue(project, "jobs", "echo", "hi")
+    assert project.cli("wait", job_id).stdout.strip() == "completed"
+    project.cli("exec", "jobs", "nope")  # a refusal is an event line too
+    lines = project.events()
+    assert {e["status"] for e in lines} >= {"queued", "running", "completed", "rejected"}
+    assert all(e["host"] == "web1" for e in lines), lines
+    assert project.show(job_id)["host"] == project.show(job_id)["queued_on"] == "web1"
+
+
+def test_start_runners_0_starts_none_and_a_worker_still_serves_on_sqlite(project,
+                                                                        monkeypatch):
+    monkeypatch.setenv("BGRUN_START_RUNNERS", "0")
+    job_id = queue(project, "jobs", "echo", "hi")
+    assert project.cli("recover").returncode == 0  # (which would start one otherwise)
+    time.sleep(1.0)
+    assert not runner_processes(project)
+    assert project.show(job_id)["status"] == "queued"
+    start_worker(project.path, "web1")
+    assert project.cli("wait", job_id).stdout.strip() == "completed"
+    runners = json.loads(project.cli("runners", "--json").stdout)
+    assert [(r["host"], r["lease_age"]) for r in runners] == [("web1", None)]
+    assert project.cli("runners").stdout.splitlines()[1].split()[:5] == [
+        "web1", "0", str(runners[0]["pid"]), "all", "-"]
