@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,8 +94,11 @@ class EventLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = FileLock(log_dir / ".logs.lock")
-        # Descriptors kept open between events (see logfile.py: re-checked every time).
+        # Descriptors kept open between events (see logfile.py: re-checked every time),
+        # used by one thread at a time: check() runs outside the file lock, and must not
+        # close or replace a descriptor another thread is writing a line to.
         self._files = {name: KeptAppend(log_dir / name) for name in (EVENTS_LOG, ERRORS_LOG)}
+        self._files_lock = threading.Lock()
 
     def event(
         self,
@@ -123,11 +127,12 @@ class EventLog:
         except OSError as exc:  # the folder was deleted under us: never recreated here
             raise _unwritable(self._lock.path, exc) from None
         try:
-            self._append(EVENTS_LOG, format_line(fields, now))
-            if fields.get("error") is not None:
-                if traceback:
-                    fields["traceback"] = traceback
-                self._append(ERRORS_LOG, format_line(fields, now))
+            with self._files_lock:
+                self._append(EVENTS_LOG, format_line(fields, now))
+                if fields.get("error") is not None:
+                    if traceback:
+                        fields["traceback"] = traceback
+                    self._append(ERRORS_LOG, format_line(fields, now))
         finally:
             self._lock.release()
 
@@ -137,11 +142,12 @@ class EventLog:
         The descriptor opened is kept for the event that follows (an enqueue's line).
         """
         file = self._files[EVENTS_LOG]
-        try:
-            file.current()
-        except OSError as exc:
-            raise _unwritable(file.path, exc) from None
-        file.done()
+        with self._files_lock:
+            try:
+                file.current()
+            except OSError as exc:
+                raise _unwritable(file.path, exc) from None
+            file.done()
 
     def _append(self, name: str, line: str) -> None:
         file = self._files[name]

@@ -223,3 +223,32 @@ def test_a_decorated_function_is_left_to_inspect():
 
     assert not surely_binds(outer, [1], {})  # inspect reads inner's (a, b): refused
     assert not surely_binds(len, [1], {})
+
+
+def test_threads_sharing_an_event_log_neither_leak_nor_lose_descriptors(tmp_path):
+    """check() runs outside the file lock: without a lock of its own, threads racing it
+    and event() opened descriptors that were never closed (or closed one in use)."""
+    import threading
+
+    log = EventLog(tmp_path, max_bytes=2000, backups=2)  # rotated every few lines
+    before = len(os.listdir("/proc/self/fd"))
+    errors: list[Exception] = []
+
+    def worker(n: int) -> None:
+        for i in range(1500):
+            try:
+                log.check()
+                _event(log, f"{n}-{i}")
+            except ConfigError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(os.listdir("/proc/self/fd")) <= before + 2  # the two logs, kept
+    lines = [line for path in tmp_path.glob(EVENTS_LOG + "*")
+             for line in path.read_text().splitlines()]
+    assert lines and all(parse_line(line)["status"] == "queued" for line in lines)
