@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -394,3 +395,53 @@ def test_start_runners_0_starts_none_and_a_worker_still_serves_on_sqlite(project
     assert [(r["host"], r["lease_age"]) for r in runners] == [("web1", None)]
     assert project.cli("runners").stdout.splitlines()[1].split()[:5] == [
         "web1", "0", str(runners[0]["pid"]), "all", "-"]
+
+
+# -- the runners page, in real Chromium ----------------------------------------------------
+
+
+@pytest.fixture
+def b_dashboard(pg_project: Project) -> Iterator[tuple[Path, str]]:
+    """Host b's folder, and its `bgrun dashboard` on a free port."""
+    browser_tests = pytest.importorskip("tests.test_dashboard_browser")
+    b = other_host(pg_project, "b")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bgrun", "dashboard", "--port", "0"], cwd=b,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BGRUN_HOST": "b", "BGRUN_DASHBOARD_TOKEN": browser_tests.TOKEN},
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    match = re.search(r"serving on (http://\S+/)", line)
+    try:
+        assert match, line
+        yield b, match.group(1)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_the_runners_page_shows_the_runners_of_every_host(pg_project, pg_url, b_dashboard,
+                                                          tmp_path):
+    browser_tests = pytest.importorskip("tests.test_dashboard_browser")
+    sync_api = browser_tests.sync_api
+    if not Path(browser_tests.CHROMIUM).exists():
+        pytest.skip("no /usr/bin/chromium")
+    b, url = b_dashboard
+    job_id = queue(pg_project, "chatty", "talk", "2000")
+    wait_until(lambda: job_row(pg_url, job_id)["child_pid"], timeout=30)
+    start_worker(b, "b")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_tests.CHROMIUM,
+                                    args=browser_tests.ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 520})
+        page.set_default_timeout(15_000)
+        browser_tests.sign_in(page, url)
+        page.goto(f"{url}runners")
+        busy = page.locator("#runner-rows tr", has_text=f"{job_id} chatty.talk")
+        sync_api.expect(busy.locator("td").first).to_have_text("a")
+        idle = page.locator("#runner-rows tr", has_text="idle")
+        sync_api.expect(idle.locator("td").first).to_have_text("b")
+        lease = busy.locator("td").nth(4).inner_text()
+        assert re.fullmatch(r"\d+\.\d s", lease), lease
+        browser_tests.save_screenshot(page, tmp_path / "dashboard-hosts.png")
+        browser.close()
