@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bgrun.files import open_append
@@ -62,6 +63,18 @@ class KeptAppend:
             raise
         self._fd, self._identity, self._pid = fd, identity(st), os.getpid()
         return fd, st.st_size
+
+    def __del__(self, _close: Callable[[int], None] = os.close,
+                _getpid: Callable[[], int] = os.getpid) -> None:
+        # A log made for one line (a refusal in a long-lived caller) must not leave its
+        # descriptor open for the life of the process. Bound defaults, no globals: at
+        # interpreter exit a module's names may be gone before this runs.
+        fd, self._fd = self._fd, None
+        if fd is not None and self._pid == _getpid():
+            try:  # noqa: SIM105 - contextlib is a global too
+                _close(fd)
+            except OSError:
+                pass
 
     def done(self) -> None:
         """The caller is done with the descriptor for now: closed where none is kept."""

@@ -252,3 +252,12 @@ def test_threads_sharing_an_event_log_neither_leak_nor_lose_descriptors(tmp_path
     lines = [line for path in tmp_path.glob(EVENTS_LOG + "*")
              for line in path.read_text().splitlines()]
     assert lines and all(parse_line(line)["status"] == "queued" for line in lines)
+
+
+def test_a_log_made_for_one_line_closes_its_descriptor(tmp_path):
+    """A refusal in a long-lived caller writes through an EventLog made for it."""
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(20):
+        _event(EventLog(tmp_path), str(n))
+    assert len(os.listdir("/proc/self/fd")) <= before
+    assert len(_jobs_in(tmp_path / EVENTS_LOG)) == 20
