@@ -74,7 +74,7 @@ def open_context() -> Context:
 def say_store(c: Context, verbose: bool) -> None:
     """With --verbose: which store this command read (on stderr, so --json stays clean)."""
     if verbose:
-        click.echo(f"bgrun: store {c.config.store}", err=True)
+        click.echo(f"bgrun: store {describe_store(c.config)}", err=True)
 
 
 verbose_option = click.option("-v", "--verbose", is_flag=True,

@@ -55,7 +55,7 @@ def run_worker(config: Config, *, requeue_on_stop: bool, say: Callable[[str], No
         return
     slot, lock = taken
     say(f"bgrun worker: started, pid {os.getpid()}, slot {slot + 1} of"
-        f" {config.concurrency}, store {config.store}")
+        f" {config.concurrency}, store {ctx.store.describe()}")
     runner = stop.runner = Runner(ctx, slot, lock, linger=True,
                                   requeue_on_stop=requeue_on_stop, queues=queues)
     try:

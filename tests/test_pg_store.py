@@ -452,6 +452,8 @@ def test_check_names_the_store_its_kind_and_schema_never_the_password(
     where = pg_url.replace(f":{pg_server.password}@", "@")
     assert f"store {where} (1 job(s); postgresql, schema {VERSION})," in result.stdout
     no_password_anywhere(project.path, result, pg_server.password)
+    listed = project.cli("list", "--verbose", BGRUN_STORE=pg_url)
+    assert listed.stderr.strip() == f"bgrun: store {where}"
 
 
 def test_the_server_ends_a_cut_hosts_transactions_within_the_lease(
