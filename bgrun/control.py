@@ -9,6 +9,7 @@ from pathlib import Path
 from bgrun.context import Context
 from bgrun.errors import InvalidStateError, OutputGoneError, WaitTimeoutError
 from bgrun.jobfiles import output_path
+from bgrun.outcopy import read_from_store
 from bgrun.records import JobRecord, JobStatus, State
 from bgrun.settle import ensure_runner, recover, settle_every, settle_orphans
 
@@ -110,12 +111,13 @@ def read_output(ctx: Context, job_id: str) -> bytes:
     "the job printed nothing".
     """
     job = ctx.store.get(job_id)
-    try:
-        return Path(job.output).read_bytes()
-    except FileNotFoundError:
+    if read_from_store(ctx.store, job, ctx.config.host):
         stored = stored_output(ctx, job)
         if stored is not None:
             return stored
+    try:
+        return Path(job.output).read_bytes()
+    except FileNotFoundError:
         if job.started_at is None or (job.stored_status == State.RUNNING
                                       and time.time() - job.started_at < OUTPUT_GRACE):
             return b""  # not run yet, or its runner is opening the file right now

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bgrun.context import Context
+from bgrun.outcopy import read_from_store
 from bgrun.records import JobRecord
 
 STORE_PAUSE = 0.5  # seconds between two reads of the store's copy (a runner copies each 0.5 s)
@@ -31,7 +32,7 @@ def _copy_new(ctx: Context, job: JobRecord, offset: int, write: Callable[[bytes]
     """Write what the output has past `offset`: from the file, or, where the store keeps
     the output and the file is not on this host, from the store's copy of it."""
     path = Path(job.output)
-    if ctx.store.keeps_output and not path.exists():
+    if read_from_store(ctx.store, job, ctx.config.host):
         stored = ctx.store.output_of(job.id)
         data = b"" if stored is None else stored[0]
         if len(data) > offset:

@@ -58,3 +58,12 @@ class OutputCopy:
         marker = (f"\n--- bgrun: output cut at {self.limit} bytes (BGRUN_MAX_OUTPUT_BYTES);"
                   f" the rest is in {self.path} on host {self.host}\n").encode()
         return data[:max(self.limit - len(marker), 0)] + marker, True
+
+
+def read_from_store(store: Store, job: JobRecord, host: str) -> bool:
+    """True where the job's output is read from the store's copy: the store keeps one,
+    and the file here is not the one of its last attempt (that ran on another host) or
+    is not here at all."""
+    if not store.keeps_output:
+        return False
+    return (job.host is not None and job.host != host) or not Path(job.output).exists()

@@ -175,6 +175,9 @@ def test_a_killed_hosts_job_is_taken_over_by_another_host_after_its_lease(pg_pro
     shown = json.loads(bgrun(b, "b", "show", job_id, "--json").stdout)
     assert shown["host"] == "b" and shown["queued_on"] == "a" and shown["status"] == "running"
     assert worker.poll() is None
+    # Host a still has the file of attempt 1; its `logs` shows attempt 2's, from host b.
+    wait_until(lambda: "attempt 2 started" in pg_project.cli("logs", job_id).stdout)
+    assert "attempt 1 started" not in pg_project.cli("logs", job_id).stdout
 
 
 def test_a_lapsed_job_with_no_attempt_left_fails_runner_lost(pg_project, pg_url):

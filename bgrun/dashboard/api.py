@@ -77,7 +77,7 @@ def output(job_id: str) -> Response:
     record = dashboard().ctx.store.get(job_id)
     offset = request.args.get("offset")
     start = None if offset is None else parse_int(request.args, "offset", 0, 0, 2**62)
-    chunk = job_chunk(dashboard().ctx.store, record, start)
+    chunk = job_chunk(dashboard().ctx.store, record, start, dashboard().ctx.config.host)
     return jsonify({"text": chunk.text, "offset": chunk.start, "next": chunk.end,
                     "reset": chunk.reset, "status": record.status_at(time.time()).value})
 

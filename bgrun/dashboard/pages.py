@@ -105,7 +105,7 @@ def job(job_id: str) -> str:
     now = time.time()
     record = store.get(job_id)
     info = record.to_dict(now)
-    chunk = job_chunk(store, record, None)
+    chunk = job_chunk(store, record, None, dashboard().ctx.config.host)
     return render_template(
         "job.html", job=info, retries_left=retries_left(record),
         timings={k: duration(v) for k, v in timings(record, now).items()},

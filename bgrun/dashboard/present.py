@@ -11,6 +11,7 @@ from typing import Any
 
 from bgrun.errors import BadQueueError
 from bgrun.joblog import BIDI
+from bgrun.outcopy import read_from_store
 from bgrun.queues import check_queue_name
 from bgrun.records import JobRecord, JobStatus
 from bgrun.store import Store
@@ -181,12 +182,11 @@ def read_chunk(path: Path, offset: int | None, limit: int = TAIL_BYTES) -> Chunk
     return Chunk(printable(data.decode("utf-8", "replace")), start, start + len(data), reset)
 
 
-def job_chunk(store: Store, job: JobRecord, offset: int | None) -> Chunk:
+def job_chunk(store: Store, job: JobRecord, offset: int | None, host: str) -> Chunk:
     """read_chunk of the job's output file, or, where the store keeps the output and the
-    file is on another host, of the copy in the store."""
-    path = Path(job.output)
-    if not store.keeps_output or path.exists():
-        return read_chunk(path, offset)
+    file is on another host (`host`: this one), of the copy in the store."""
+    if not read_from_store(store, job, host):
+        return read_chunk(Path(job.output), offset)
     stored = store.output_of(job.id)
     data = b"" if stored is None else stored[0]
     reset = offset is not None and offset > len(data)
