@@ -83,24 +83,29 @@ def _warm_child(setup: dict) -> None:  # type: ignore[type-arg]
     import socket  # (once per warm child, not once per job)
 
     sock = socket.socket(fileno=setup["warm_fd"])
+    unread = None  # the last job's (spec, verdict), until the runner shows it read it
     while True:
         try:
             spec = _next_job(sock, setup)
         except OSError:  # the runner is gone
             spec = None
-        if spec is None:  # the runner closed its end, or died: nothing more comes
+        if not spec:  # {}: the runner said goodbye; None: it died (EOF) and nothing comes
+            if spec is None and unread is not None:
+                _write_result(*unread)  # where the settling of its job looks (see warm.py)
             _finish_process(setup, EXIT_OK)
+        unread = None  # (a new job: the runner read the last verdict)
         result, returned = _call(spec)
         verdict = ("ok", *_portable(result, spec["max_result"]))
         threading = sys.modules.get("threading")
         if not returned or (threading is not None and threading.active_count() > 1):
             _finish(spec, EXIT_OK, verdict)  # as a one-job child ends: the child retires
-        _write_result(spec, verdict)
         _between_jobs()
+        data = _verdict_bytes(verdict)
         try:
-            sock.sendall(b"\0")  # done: the runner reads the result file
-        except OSError:
-            _finish_process(setup, EXIT_OK)
+            sock.sendall(len(data).to_bytes(8, "big") + data)  # done, with its verdict
+        except OSError:  # the runner is gone: the verdict goes where settling looks
+            _finish(spec, EXIT_OK, verdict)
+        unread = (spec, verdict)
 
 
 def _next_job(sock, setup: dict) -> "dict | None":  # type: ignore[no-untyped-def, type-arg]
@@ -119,6 +124,8 @@ def _next_job(sock, setup: dict) -> "dict | None":  # type: ignore[no-untyped-de
             return None
         data += more
     size = int.from_bytes(data[:8], "big")
+    if size == 0:
+        return {}  # goodbye: the runner read every verdict and closes
     body = bytearray(data[8:])
     while len(body) < size:
         more = sock.recv(min(size - len(body), 1 << 20))
@@ -277,11 +284,15 @@ def _finish(spec: dict, code: int, verdict: tuple) -> "NoReturn":  # type: ignor
     _finish_process(spec, code)
 
 
-def _write_result(spec: dict, verdict: tuple) -> None:  # type: ignore[type-arg]
+def _verdict_bytes(verdict: tuple) -> bytes:  # type: ignore[type-arg]
     try:
-        data = marshal.dumps(verdict)
+        return marshal.dumps(verdict)
     except ValueError:
-        data = marshal.dumps(("ok", "<unrepresentable result>", True))
+        return marshal.dumps(("ok", "<unrepresentable result>", True))
+
+
+def _write_result(spec: dict, verdict: tuple) -> None:  # type: ignore[type-arg]
+    data = _verdict_bytes(verdict)
     fd = os.open(spec["result_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, data)
     os.close(fd)

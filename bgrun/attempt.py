@@ -101,10 +101,11 @@ def run_attempt(config: Config, store: Store, job: JobRecord,
             on_start(proc.pid, started)
         tolerant(store, store.set_child, job.id, proc.pid, started)
         ended = _supervise(config, store, job, proc, started, (relay, copy), on_tick)
-        verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes)
+        verdict = ended or read_verdict(proc.wait(), result, config.max_result_bytes,
+                                          getattr(proc, "verdict", None))
         verdict = verdict._replace(progress_json=relay.final())  # stored with the verdict
-        completed = verdict.outcome == Outcome.COMPLETED
         tolerant(store, copy.poll, last=True)  # the last copy lands before the verdict
+        completed = verdict.outcome == Outcome.COMPLETED
     except StoreGoneError:
         _end_orphaned(config, job, proc, started)
         raise
@@ -280,17 +281,21 @@ class _ExitWaiter:
             os.close(self.fd)
 
 
-def read_verdict(returncode: int, result_path: Path, limit: int) -> Verdict:
-    """The attempt's verdict: what the child wrote in its result file, else its exit status.
+def read_verdict(returncode: int, result_path: Path, limit: int,
+                 sent: bytes | None = None) -> Verdict:
+    """The attempt's verdict: what the child wrote in its result file (or `sent`: what a
+    warm child sent, the same bytes), else its exit status.
 
     The file is removed once read, so a verdict is read once.
     """
     try:
-        data = marshal.loads(result_path.read_bytes())  # noqa: S302 - plain data, our child
+        raw = result_path.read_bytes() if sent is None else sent
+        data = marshal.loads(raw)  # noqa: S302 - plain data, our child
     except (OSError, EOFError, ValueError, TypeError):
         data = None
     finally:
-        result_path.unlink(missing_ok=True)
+        if sent is None:
+            result_path.unlink(missing_ok=True)
     if not isinstance(data, tuple) or not data:
         return _exit_verdict(returncode)
     if data[0] == "ok":

@@ -10,11 +10,19 @@ by itself on a failure (as a one-job child does), and a timeout or a cancel ends
 whole tree. So a broken job never runs anything after it in the same process.
 
 What does not change per job: the runner claims, logs, fences and records each attempt
-as before, supervises it with the same loop (timeout, cancel, progress), and reads its
-verdict from the same result file. The job's output goes to its own file: the runner
+as before, supervises it with the same loop (timeout, cancel, progress), and tells the
+verdict with the same `read_verdict`. The job's output goes to its own file: the runner
 opens it (and the attempt's progress pipe) as for any attempt and passes both
 descriptors over a Unix socket with the job's spec; the child puts the file on its
-stdout and stderr before the job runs. One byte back on the socket says "done".
+stdout and stderr before the job runs.
+
+The verdict of a job that returned comes back on the socket: the bytes a result file
+would hold (creating and removing a file per job was most of a warm child's cost). Any
+other end writes the result file and exits, as a one-job child does. So that a runner
+that dies still finds a completed job completed when its job is settled: a child whose
+runner is gone when it would send writes the result file instead, and a child that gets
+EOF (not the runner's goodbye) after sending writes the last job's result file too, in
+case the runner died before reading it (settling reads that file, as for any child).
 
 The child is a forked runner where fork mode may fork (forkrun.usable), else a spawned
 interpreter; either way it is its own session, like a one-job child. It reads its next
@@ -98,7 +106,10 @@ class WarmChild:
         self.jobs += 1
 
     def close(self, kill: bool) -> None:
-        """Close our end (an idle child exits on EOF); `kill`: end its group at once."""
+        """Say goodbye and close our end (an idle child exits); `kill`: end it at once."""
+        if not kill:
+            with contextlib.suppress(OSError):  # (8 bytes into an idle socket: no wait)
+                self.sock.send(bytes(8))  # goodbye: every verdict it sent was read
         self.sock.close()
         if kill and self.proc.poll() is None and sys.platform != "win32":
             with contextlib.suppress(OSError):  # (not reaped yet: its pid is not reused)
@@ -129,6 +140,7 @@ class WarmJob:
         self.started = child.started
         self.returncode: int | None = None
         self.done = False  # the child said done (it may serve the next job)
+        self.verdict: bytes | None = None  # what it said: the verdict, as a result file holds
 
     def wait_ready(self, seconds: float) -> bool:
         """Wait up to `seconds` for the job's end; True once it ended."""
@@ -141,7 +153,8 @@ class WarmJob:
         pause = seconds if child.pidfd is not None else min(seconds, POLL)
         ready, _, _ = select.select(fds, [], [], max(pause, 0.0))
         if not child.eof and child.sock.fileno() in ready:
-            if child.sock.recv(1):
+            self.verdict = _receive(child.sock)
+            if self.verdict is not None:
                 self.done = True
                 self.returncode = 0
                 return True
@@ -223,6 +236,22 @@ class WarmPool:
 
     def _reap(self) -> None:
         self.closed = [c for c in self.closed if not c.reaped()]
+
+
+def _receive(sock: socket.socket) -> bytes | None:
+    """A message from the child (an 8-byte length, then that many bytes); None at EOF."""
+    head = _exactly(sock, 8)
+    return None if head is None else _exactly(sock, int.from_bytes(head, "big"))
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        more = sock.recv(size - len(data))
+        if not more:
+            return None
+        data += more
+    return data
 
 
 def _start_child(config: Config, key: Key, reuse: int, python: str,

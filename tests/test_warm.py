@@ -74,12 +74,21 @@ def report(done, message):
     return os.getpid()
 
 
+def kill_runner():
+    """Kill the runner that supervises this child, and return at once."""
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)
+    return os.getpid()
+
+
 def env_value(name):
     return {"pid": os.getpid(), "value": os.environ.get(name)}
 '''
 
 RULE = ('\n[jobs."warmjobs"]\n'
-        'methods = ["state", "fail", "say", "nap", "leave_thread", "env_value", "report"]\n')
+        'methods = ["state", "fail", "say", "nap", "leave_thread", "env_value", "report",'
+        ' "kill_runner"]\n')
 
 
 @pytest.fixture
@@ -225,6 +234,14 @@ def test_a_child_killed_while_idle_is_replaced(warm):
     after = run("state")  # not lost to the dead child: a fresh one runs it
     assert pid_of(after) != pid_of(first)
     assert after.result["seen"] is None
+
+
+def test_a_job_that_returns_after_its_runner_died_is_still_completed(warm):
+    first = run("state")
+    job = run("kill_runner")  # its verdict reaches the result file, where settling looks
+    assert pid_of(job) == pid_of(first)
+    assert job.info()["attempts"] == 1
+    wait_until(lambda: gone(pid_of(first)), timeout=10)
 
 
 def test_the_child_ends_when_its_runner_leaves_or_dies(warm, monkeypatch):
