@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 
 from bgrun import allowlist
-from bgrun.attempt import Verdict, run_attempt
+from bgrun.attempt import Verdict, marker, run_attempt
 from bgrun.config import Config
 from bgrun.context import Context, context_for
 from bgrun.enqueue import Request, checked
 from bgrun.errors import BgrunError
 from bgrun.follow import follow
-from bgrun.lease import Fenced, Lease, note_fenced
+from bgrun.lease import Fenced, Lease, LeaseLost, note_abandoned, note_fenced
 from bgrun.locks import FileLock
 from bgrun.procstart import process_start
 from bgrun.queues import QueuePlan
@@ -96,17 +96,24 @@ def _attempt_following(ctx: Context, job: JobRecord, write: Callable[[bytes], ob
 
     def attempt() -> None:
         with contextlib.suppress(Fenced):  # (its tree was ended: nothing to record)
-            verdicts.append(run_attempt(ctx.config, ctx.store, job))
+            verdicts.append(run_attempt(ctx.config, ctx.store, job, on_start=started))
+
+    def started(pid: int, start: float) -> None:
+        lease.child = (pid, start, marker(job, os.getpid()))
 
     worker = threading.Thread(target=attempt, daemon=True)
     worker.start()
 
     def done() -> bool:
-        lease.keep()  # (renewed every quarter lease, from this loop)
+        if not lease.keep():  # (renewed every quarter lease, from this loop)
+            lease.end_child()  # lost: another host takes the job over
         return not worker.is_alive()
 
     follow(ctx, job.id, write, done=done, pause=0.05)
     worker.join()
+    if not lease.held():
+        note_abandoned(ctx, job, LeaseLost(lease.why()))
+        return None
     if not verdicts:
         note_fenced(ctx, job)
         return None

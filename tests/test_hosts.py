@@ -448,3 +448,26 @@ def test_the_runners_page_shows_the_runners_of_every_host(pg_project, pg_url, b_
         assert re.fullmatch(r"\d+\.\d s", lease), lease
         browser_tests.save_screenshot(page, tmp_path / "dashboard-hosts.png")
         browser.close()
+
+
+def test_a_foreground_run_that_loses_its_lease_ends_its_job_and_records_nothing(
+        pg_project, pg_url):
+    run = subprocess.Popen([sys.executable, "-m", "bgrun", "run", "jobs", "sleep", "60"],
+                           cwd=pg_project.path, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        def child_pid() -> int | None:
+            with contextlib.suppress(AssertionError):  # (not stored yet)
+                return job_row(pg_url, "1")["child_pid"]  # type: ignore[no-any-return]
+            return None
+
+        child = wait_until(child_pid, timeout=30)
+        sql(pg_url, "DELETE FROM bgrun.runners WHERE slot < 0")
+        wait_until(lambda: gone(child), timeout=LEASE + 2, pause=0.02)
+        run.wait(timeout=30)
+    finally:
+        run.kill()
+        run.wait()
+    abandoned = [e for e in pg_project.events() if e["status"] == "abandoned"]
+    assert len(abandoned) == 1 and abandoned[0]["error"].startswith("LeaseLost:")
+    assert job_row(pg_url, "1")["status"] == "running"  # nothing recorded: taken over later
