@@ -217,7 +217,9 @@ def _supervise(config: Config, store: Store, job: JobRecord,
                                                             deadline - time.monotonic())
             if waiter.wait(max(wait, 0.0)):
                 return None
-            relays[1].poll()  # (Fenced when the attempt was taken over meanwhile)
+            # Fenced when the attempt was taken over meanwhile; an unreachable store is
+            # the lease's business (on_tick), not a reason to leave the child running.
+            tolerant(store, relays[1].poll)
             cancel = tolerant(store, _tick_reads, store, job, relays[0])
             if on_tick is not None:
                 on_tick()

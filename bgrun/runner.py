@@ -33,6 +33,7 @@ from bgrun.lease import (
     note_abandoned,
     note_fenced,
     record_while_held,
+    tolerant,
     wait_for_store,
 )
 from bgrun.locks import FileLock
@@ -306,8 +307,12 @@ class Runner:
         return True
 
     def _on_tick(self) -> None:
-        """Every tick of a running attempt: the watcher, and the lease (LeaseLost)."""
-        self._check_watcher()
+        """Every tick of a running attempt: the watcher, and the lease (LeaseLost).
+
+        The store may be out of reach meanwhile (a cut): the lease, not that error, says
+        when the attempt must end, so the watcher's settle is tried again next tick.
+        """
+        tolerant(self.ctx.store, self._check_watcher)
         if not self.lease.keep():
             raise LeaseLost(self.lease.why())
 
