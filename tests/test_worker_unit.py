@@ -136,3 +136,44 @@ def test_a_second_worker_waits_and_takes_over_when_the_first_stops(project, monk
         first.close()
         if len(procs) > 1:
             second.close()
+
+
+def service_settings() -> list[dict[str, str]]:
+    """The [Service] settings of every systemd unit in the README."""
+    blocks = re.findall(r"```ini\n(.*?\[Service\].*?)```", README.read_text(), re.S)
+    return [dict(re.findall(r"^(\w+)=(.*)$", block, re.M)) for block in blocks]
+
+
+def stop_unit_like_systemd(worker: subprocess.Popen[str], kill_mode: str) -> None:
+    """SIGTERM as systemd sends it on stop: to the main process only (mixed), or to
+    every process of the unit's control group at once (control-group, the default)."""
+    procs = [psutil.Process(worker.pid)]
+    if kill_mode == "control-group":
+        procs += psutil.Process(worker.pid).children(recursive=True)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+
+
+def test_every_readme_unit_stops_its_worker_so_the_running_job_finishes(project, monkeypatch):
+    """KillMode=mixed: systemd signals the worker alone, which lets its job finish; the
+    default (control-group) would signal the job's own process too and end it midway."""
+    units = service_settings()
+    assert len(units) >= 2 and all(u.get("KillMode") == "mixed" for u in units), units
+    monkeypatch.setenv("BGRUN_CONCURRENCY", "1")
+    project.ctx  # the store, so the worker starts at once
+    outcomes = {}
+    for mode in ("mixed", "control-group"):
+        worker = subprocess.Popen([BGRUN, "worker"], cwd=project.path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        out = Lines(worker)
+        try:
+            wait_until(lambda: out.having("started"))
+            job = run_background_job("jobs", "record", [mode, 0, 1.5])
+            wait_until(lambda: project.marks(mode))
+            stop_unit_like_systemd(worker, mode)
+            assert worker.wait(15) == 0
+            outcomes[mode] = job.wait(30)
+        finally:
+            out.close()
+    assert outcomes == {"mixed": "completed", "control-group": "failed"}
