@@ -12,7 +12,6 @@ the root namespace and reach the server over loopback TCP.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -211,11 +210,3 @@ class Bgrun(Side):
                                  env=self.env(), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for _ in range(2)]
-
-
-def median_enqueue(side: Side, calls: int) -> float:
-    return statistics.median(side.enqueue(calls, timed=True))
-
-
-def median_drain(side: Side, count: int, repeats: int) -> float:
-    return statistics.median(side.drain(count) for _ in range(repeats))
