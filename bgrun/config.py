@@ -133,6 +133,20 @@ class Config(NamedTuple):
                                   1024),
         )
 
+    @property
+    def takeover_look(self) -> float:
+        """Seconds between one process's looks for lapsed leases (1 s at the default)."""
+        return self.lease / 15
+
+    @property
+    def lease_term(self) -> float:
+        """How long a lease row lasts after a renew: BGRUN_LEASE less one takeover look.
+
+        So the job of a runner killed right after it renewed is taken over within
+        BGRUN_LEASE, look included; its runner gives up before the row lapses (lease.py).
+        """
+        return self.lease - self.takeover_look
+
     def as_environ(self) -> dict[str, str]:
         """These settings as BGRUN_* variables, so a runner we start sees exactly them."""
         out = {}

@@ -71,7 +71,7 @@ class Lease:
         self.ctx = ctx
         self.slot = slot
         self.active = ctx.store.leased
-        self.length = ctx.config.lease
+        self.length = ctx.config.lease_term  # as long as the row lasts on the server
         self.every = self.length / 4
         self.margin = 2 * ctx.config.tick
         self.sent_ok = time.monotonic()  # when the last renew that succeeded was sent
@@ -145,7 +145,7 @@ class Lease:
         if self.gone:
             return "the runner's lease lapsed and its row was removed"
         return (f"the lease could not be renewed for {self.length - self.margin:g} s"
-                f" (BGRUN_LEASE={self.length:g})")
+                f" (BGRUN_LEASE={self.ctx.config.lease:g})")
 
     def watch_child(self, pid: int, started: float, marker: str) -> None:
         """The attempt's process: ended by the guard timer if the lease is lost."""

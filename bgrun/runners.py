@@ -29,7 +29,7 @@ def live_runners(ctx: Context) -> list[dict[str, Any]]:
 def is_live(ctx: Context, row: RunnerRow) -> bool:
     """True while the runner that wrote `row` is alive and holds its slot."""
     if ctx.store.leased:
-        if row.lease_age is None or row.lease_age > ctx.config.lease:
+        if row.lease_age is None or row.lease_age > ctx.config.lease_term:
             return False  # lapsed: its jobs are taken over
         if row.host != ctx.config.host:
             return True  # (another host's process cannot be looked at from here)

@@ -28,15 +28,15 @@ if TYPE_CHECKING:
     from bgrun.store.rows import RunningAttempt
 
 SETTLE_EVERY = 2.0  # seconds between one process's looks for dead runners (runners, waiters)
-#: The same on a leased store: a lapsed lease is seen by that look alone (one query),
-#: so a killed host's jobs are taken over soon after its lease lapses.
-SETTLE_EVERY_LEASED = 1.0
 _last_look: dict[tuple[int, Path], float] = {}
 
 
 def settle_every(ctx: Context) -> float:
     """Seconds between two looks for dead runners by one process, for this store."""
-    return SETTLE_EVERY_LEASED if ctx.store.leased else SETTLE_EVERY
+    # On a leased store a lapsed lease is seen by that look alone (one query), and the
+    # lease row lasts one look less than BGRUN_LEASE (Config.lease_term), so a killed
+    # host's jobs are taken over within BGRUN_LEASE.
+    return ctx.config.takeover_look if ctx.store.leased else SETTLE_EVERY
 
 
 def settle_orphans(ctx: Context, my_slot: int | None = None) -> int:
@@ -74,7 +74,7 @@ def _dead_holders(ctx: Context) -> list[int]:
     holders = ctx.store.holders()
     if holders and ctx.store.leased:
         live = {r.slot for r in ctx.store.runner_rows()
-                if r.lease_age is not None and r.lease_age <= ctx.config.lease}
+                if r.lease_age is not None and r.lease_age <= ctx.config.lease_term}
         holders = [h for h in holders if h not in live]
     dead = []
     for holder in holders:

@@ -55,7 +55,7 @@ class Look:
     def live_runners_serve(self, queue: str) -> bool:
         """True when a runner whose lease holds serves `queue` (leased stores only)."""
         if self._served is None:
-            lease = self.ctx.config.lease
+            lease = self.ctx.config.lease_term
             self._served = [
                 None if r.queues is None else frozenset(r.queues.split(","))
                 for r in self.ctx.store.runner_rows()

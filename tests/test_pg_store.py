@@ -245,6 +245,19 @@ def test_a_lease_lapses_by_the_server_clock_and_is_never_revived(open_pg: Opener
     assert not store.renew_runner(0, 11)  # a runner never registered
 
 
+def test_a_lease_row_lasts_bgrun_lease_less_one_takeover_look(open_pg: Opener, pg_url: str):
+    """So a runner killed right after it renewed has its job taken over within
+    BGRUN_LEASE: the row lapses one look early, and idle runners look once a look."""
+    config = Config.load(environ={"BGRUN_STORE": pg_url, "BGRUN_LEASE": "15"})
+    assert (config.takeover_look, config.lease_term) == (1.0, 14.0)
+    store = open_pg(BGRUN_LEASE="15")
+    store.register_runner(0, 10, 1.0, T)
+    with psycopg.connect(pg_url) as db:
+        (term,) = db.execute("SELECT extract(epoch FROM lease_until - renewed_at)::float"
+                             " FROM bgrun.runners").fetchone()  # type: ignore[misc]
+    assert term == pytest.approx(14.0, abs=0.01)
+
+
 def test_registering_again_replaces_only_this_hosts_slot(open_pg: Opener):
     a, b = open_pg("host-a"), open_pg("host-b")
     a.register_runner(1, 10, 1.0, T)
@@ -468,8 +481,9 @@ def test_the_server_ends_a_cut_hosts_transactions_within_the_lease(
         "SELECT name, setting FROM pg_settings WHERE name IN ('tcp_keepalives_idle',"
         " 'tcp_keepalives_count', 'tcp_user_timeout', 'idle_in_transaction_session_timeout',"
         " 'synchronous_commit')")}
+    third = str(int((6 - 6 / 15) * 1000 / 3))  # of the lease row's term: 6 s less a look
     assert shown == {"tcp_keepalives_idle": "1", "tcp_keepalives_count": "3",
-                     "tcp_user_timeout": "2000", "idle_in_transaction_session_timeout": "2000",
+                     "tcp_user_timeout": third, "idle_in_transaction_session_timeout": third,
                      "synchronous_commit": "on"}
     session = store._db  # type: ignore[attr-defined]
     with pytest.raises(StoreError, match="connection lost"), session.write() as cur:

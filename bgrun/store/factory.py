@@ -68,5 +68,6 @@ def _open_postgresql(config: Config, create: bool) -> Store:
             raise
         raise StoreError("BGRUN_STORE names a PostgreSQL database, but psycopg is not"
                          " installed: pip install 'bgrun[postgres]'") from None
-    return PgStore(config.store_url, config.log_dir, host=config.host, lease=config.lease,
+    return PgStore(config.store_url, config.log_dir, host=config.host,
+                   lease=config.lease_term,
                    notify=config.pg_notify, create=create)
