@@ -285,6 +285,11 @@ class Runner:
         except Fenced:
             note_fenced(ctx, job)
             return True
+        except BaseException:
+            # Nothing supervises the attempt from here: never leave its tree running (on a
+            # shared store another host may run the job again once our lease lapses).
+            self.lease.end_child()
+            raise
         finally:
             self.child = None
             self.lease.child_done()
