@@ -330,7 +330,7 @@ class Runner:
         self.child = (pid, started)
         self.lease.watch_child(pid, started, self.marker)
         # Only now: a job handed back (broken allowlist) must not start a relay of runners.
-        self._spread()
+        tolerant(self.ctx.store, self._spread)  # optional: a store error must not end the job
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         """Signal handler: finish (or, with requeue, end and hand back) the job, then exit.
