@@ -132,17 +132,29 @@ def of_host(project: Project, host: str) -> list[psutil.Process]:
 
 
 def kill_host(project: Project, host: str) -> None:
-    """SIGKILL every process of host `host` at once, as a power cut would (again while
-    one was being started meanwhile, a watcher's or a runner's)."""
-    procs = of_host(project, host)
-    assert procs
-    while procs:
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(sig)
-        psutil.wait_procs(procs, timeout=5)
-        procs = of_host(project, host)
+    """SIGKILL every process of host `host` at once, as a power cut would.
+
+    Frozen first, all of them, and only then killed: a process that one look missed (one
+    mid-exec hides its environment) must not live on to see the others die and act on it
+    (a watcher would settle the job as host `host`, which a dead host never does).
+    """
+    frozen: dict[int, psutil.Process] = {}
+    quiet = 0
+    while quiet < 5:
+        fresh = [p for p in of_host(project, host) if p.pid not in frozen]
+        for proc in fresh:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGSTOP)
+            frozen[proc.pid] = proc
+        quiet = 0 if fresh else quiet + 1
+        time.sleep(0.02)
+    assert frozen
+    while frozen:
+        for proc in frozen.values():
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(list(frozen.values()), timeout=5)
+        frozen = {p.pid: p for p in of_host(project, host)}
 
 
 def gone(pid: int) -> bool:
