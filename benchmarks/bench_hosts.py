@@ -273,7 +273,7 @@ def m6_versus(server: PgServer, base: Path, sizes: Sizes, table: Table) -> None:
         return
     peer = Procrastinate(server, server.new_database(template=None), base / "m6-procr")
     sides = [Bgrun(server, server.new_database(), base / f"m6-{mode}", mode)
-             for mode in ("spawn", "fork")]
+             for mode in ("spawn", "fork", "warm")]
     # The sides alternate round by round, so that a change of load or disk speed during
     # the run falls on both.
     enqueues: dict[str, list[float]] = {"peer": [], "bgrun": []}

@@ -57,6 +57,9 @@ BGRUN_FILES = {
     "m6jobs.py": '"""No-op job for the bgrun side of M6."""\n\n\ndef noop():\n    return None\n',
     "allowlist.toml": '[jobs."m6jobs"]\nmethods = ["noop"]\n',
 }
+# The same, with warm children: one forked child runs up to 100 of its jobs in a row, as
+# Procrastinate's worker calls its tasks in its own process.
+WARM_ALLOWLIST = '[jobs."m6jobs"]\nmethods = ["noop"]\nreuse = 100\n'
 
 # Run in a bgrun project folder: time N run_background_job() calls, or just make N jobs.
 BGRUN_ENQUEUE = """
@@ -182,14 +185,18 @@ class Bgrun(Side):
     def __init__(self, server: Any, db: str, folder: Path, mode: str = "spawn") -> None:
         super().__init__(server, db, folder)
         self.mode = mode
-        self.name = f"bgrun ({mode} mode)"
+        self.name = ("bgrun (fork mode, warm children: reuse = 100)" if mode == "warm"
+                     else f"bgrun ({mode} mode)")
         for name, text in BGRUN_FILES.items():
             (folder / name).write_text(text)
+        if mode == "warm":
+            (folder / "allowlist.toml").write_text(WARM_ALLOWLIST)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BGRUN_")}
         env.update(BGRUN_STORE=self.server.url(self.db), BGRUN_HOST="bench",
-                   BGRUN_START_RUNNERS="0", BGRUN_CONCURRENCY="2", BGRUN_MODE=self.mode,
+                   BGRUN_START_RUNNERS="0", BGRUN_CONCURRENCY="2",
+                   BGRUN_MODE="fork" if self.mode == "warm" else self.mode,
                    BGRUN_LOG_DIR=str(self.folder / "logs"))
         return env
 
