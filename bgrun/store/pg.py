@@ -24,9 +24,10 @@ import psycopg
 
 from bgrun.errors import Failure, InvalidStateError, NoSuchJobError, StoreError
 from bgrun.queues import QueuePlan
-from bgrun.records import AttemptRecord, JobRecord, JobStatus, Outcome, State
+from bgrun.records import AttemptRecord, JobRecord, Outcome, State
 from bgrun.store import pgsql
 from bgrun.store.base import EVERY_QUEUE
+from bgrun.store.listing import list_statement
 from bgrun.store.pgclaim import open_queues, pick, queue_slot
 from bgrun.store.pgwatch import PgWatch
 from bgrun.store.rows import LaunchSpec, NewJob, RunningAttempt, attempt_record, job_key
@@ -214,22 +215,8 @@ class PgStore(PgWatch):
     def list_jobs(self, *, status: str | None = None, target: str | None = None,
                   queue: str | None = None, limit: int = 50, before: str | None = None,
                   now: float | None = None) -> list[JobRecord]:
-        word = None if status is None else JobStatus(status).value
-        statement = pgsql.LIST + " " + pgsql.LIST_BY_STATUS[word]
-        args: dict[str, object] = {"now": time.time() if now is None else now}
-        if target:  # a target, or a target.method as `list` prints it
-            statement += pgsql.LIST_TARGET
-            args["target"] = target
-            args["owner"], _, args["method"] = target.rpartition(".")
-        if queue:
-            statement += pgsql.LIST_QUEUE
-            args["queue"] = queue
-        if before is not None:
-            statement += pgsql.LIST_BEFORE
-            args["before"] = job_key(before)
-        statement += pgsql.LIST_ORDER
-        if limit > 0:
-            statement += f" LIMIT {int(limit)}"
+        statement, args = list_statement(pgsql, status=status, target=target, queue=queue,
+                                         limit=limit, before=before, now=now)
         return [self._record(r) for r in self._db.read(statement, args)]
 
     def counts(self, now: float | None = None) -> dict[str, int]:

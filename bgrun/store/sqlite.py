@@ -16,10 +16,11 @@ from pathlib import Path
 from bgrun.errors import Failure, InvalidStateError, NoSuchJobError, StoreError
 from bgrun.jobfiles import jobs_dir
 from bgrun.queues import QueuePlan
-from bgrun.records import AttemptRecord, JobRecord, JobStatus, Outcome, State
+from bgrun.records import AttemptRecord, JobRecord, Outcome, State
 from bgrun.store import sql
 from bgrun.store.base import EVERY_QUEUE, Role
 from bgrun.store.connect import Connection, Params
+from bgrun.store.listing import list_statement
 from bgrun.store.queueslots import free_slot, full_queues, next_ready, pick
 from bgrun.store.rows import (
     LaunchSpec,
@@ -210,22 +211,8 @@ class SqliteStore(WatchStore):
     def list_jobs(self, *, status: str | None = None, target: str | None = None,
                   queue: str | None = None, limit: int = 50, before: str | None = None,
                   now: float | None = None) -> list[JobRecord]:
-        word = None if status is None else JobStatus(status).value
-        statement = sql.LIST + " " + sql.LIST_BY_STATUS[word]
-        args: dict[str, object] = {"now": time.time() if now is None else now}
-        if target:  # a target, or a target.method as `list` prints it
-            statement += sql.LIST_TARGET
-            args["target"] = target
-            args["owner"], _, args["method"] = target.rpartition(".")
-        if queue:
-            statement += sql.LIST_QUEUE
-            args["queue"] = queue
-        if before is not None:
-            statement += sql.LIST_BEFORE
-            args["before"] = job_key(before)
-        statement += sql.LIST_ORDER
-        if limit > 0:
-            statement += f" LIMIT {int(limit)}"
+        statement, args = list_statement(sql, status=status, target=target, queue=queue,
+                                         limit=limit, before=before, now=now)
         return [self._record(r) for r in self._db.read(statement, args)]
 
     def counts(self, now: float | None = None) -> dict[str, int]:
