@@ -48,7 +48,7 @@ def run_foreground(config: Config, req: Request, write: Callable[[bytes], object
             ctx.log.event(job=job_id, target=job.target, method=job.method, queue=job.queue,
                           status=JobStatus.RUNNING, attempt=claimed.attempts, pid=os.getpid())
             verdict = _attempt_following(ctx, claimed, write, lease)
-            state = None if verdict is None else record(ctx, claimed, verdict)
+            state = None if verdict is None else record(ctx, claimed, verdict, own=True)
             if state != State.WAITING:
                 break
             time.sleep(max(0.0, ctx.store.get(job_id).run_at - time.time()))

@@ -240,7 +240,7 @@ def record_while_held(ctx: Context, lease: Lease, job: JobRecord, verdict: Verdi
 
     while True:
         try:
-            return record(ctx, job, verdict) is not None
+            return record(ctx, job, verdict, own=True) is not None
         except StoreError as exc:
             if not lease.active or isinstance(exc, StoreGoneError):
                 raise

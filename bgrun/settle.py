@@ -93,7 +93,7 @@ def _settle_slot(ctx: Context, slot: int, attempts: list[RunningAttempt], mine: 
             # A live slot holder whose lease lapsed (frozen, or cut off from the store)
             # ends its own attempt: it is taken over as on any other host.
             lost = attempts if dead else [a for a in attempts if a.lapsed]
-            return sum(settle_lost(ctx, a.job_id, a.attempt) for a in lost)
+            return sum(settle_lost(ctx, a.job_id, a.attempt, lapsed=not dead) for a in lost)
     return sum(settle_lost(ctx, a.job_id, a.attempt) for a in lost)
 
 
@@ -106,7 +106,7 @@ def settle_mine(ctx: Context, slot: int) -> int:
     mine = [a for a in ctx.store.running()
             if a.host == ctx.config.host and a.runner_slot == slot
             and a.runner_pid == os.getpid()]
-    return sum(settle_lost(ctx, a.job_id, a.attempt) for a in mine)
+    return sum(settle_lost(ctx, a.job_id, a.attempt, lapsed=True) for a in mine)
 
 
 def settle_orphans_now_and_then(ctx: Context) -> None:
@@ -122,8 +122,10 @@ def settle_orphans_now_and_then(ctx: Context) -> None:
         settle_orphans(ctx)
 
 
-def settle_lost(ctx: Context, job_id: str, attempt: int, *, here: bool = True) -> bool:
-    """Record the verdict of an attempt whose runner died; end its orphaned tree first.
+def settle_lost(ctx: Context, job_id: str, attempt: int, *, here: bool = True,
+                lapsed: bool = False) -> bool:
+    """Record the verdict of an attempt whose runner died (or, `lapsed`, lost its lease:
+    it ends that tree itself); end its orphaned tree first.
 
     `here`: its runner ran on this host. One of another host is only recorded: its tree
     and its result file are on that host (its runner ends the tree when it loses its
@@ -134,12 +136,11 @@ def settle_lost(ctx: Context, job_id: str, attempt: int, *, here: bool = True) -
     job = ctx.store.get(job_id)
     if job.stored_status != State.RUNNING or job.attempts != attempt:
         return False
+    runner = f"pid {job.runner_pid}" + ("" if here else f" on {job.host}")
+    what = "lost its lease" if lapsed or not here else "died"
     verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
-        f"the runner (pid {job.runner_pid}) died while the job ran"))
+        f"the runner ({runner}) {what} while the job ran"))
     if not here:
-        verdict = Verdict(Outcome.FAILED, Failure.RUNNER_LOST.says(
-            f"the runner (pid {job.runner_pid} on {job.host}) lost its lease while the"
-            " job ran"))
         return record(ctx, job, verdict) is not None
     child = ctx.store.child_of(job_id)
     if child is not None:
@@ -152,9 +153,11 @@ def settle_lost(ctx: Context, job_id: str, attempt: int, *, here: bool = True) -
     return record(ctx, job, verdict) is not None
 
 
-def record(ctx: Context, job: JobRecord, verdict: Verdict) -> State | None:
+def record(ctx: Context, job: JobRecord, verdict: Verdict, *, own: bool = False
+           ) -> State | None:
     """Store the verdict of attempt `job.attempts`, scheduling a retry where one is left;
-    write the event. Returns the state stored, or None if the attempt was settled already."""
+    write the event. Returns the state stored, or None if the attempt was settled already
+    (or, `own` verdict of its runner on a leased store, if that runner's lease lapsed)."""
     from bgrun.policy import compute_backoff, may_retry
 
     now = time.time()
@@ -166,7 +169,7 @@ def record(ctx: Context, job: JobRecord, verdict: Verdict) -> State | None:
     state = ctx.store.finish(
         job.id, job.attempts, now, outcome=verdict.outcome, error=verdict.error,
         traceback=verdict.traceback, result_json=verdict.result_json, retry_at=retry_at,
-        progress_json=verdict.progress_json,
+        progress_json=verdict.progress_json, own=own,
     )
     if state is None:
         return None

@@ -74,6 +74,7 @@ url, folder, pid, start, limit, hold = sys.argv[1:7]
 store = open_store(Config.load(cwd=Path(folder), environ={
     "BGRUN_STORE": url, "BGRUN_LOG_DIR": folder, "BGRUN_HOST": "h" + pid}))
 plan = QueuePlan(None, {"q": int(limit)} if int(limit) else {})
+store.register_runner(0, int(pid), 1.0, 1.9e9)  # (a claim needs a live lease)
 while time.time() < float(start):
     pass
 taken, misses = [], 0
@@ -145,6 +146,7 @@ def test_a_unique_key_racing_its_holders_end_keeps_one_live_job(open_pg: Opener)
     """Insert meets a holder that finishes before it is read: it tries again, and every
     answer names a job that held the key."""
     inserter, runner = open_pg(), open_pg()
+    runner.register_runner(0, 1, 1.0, T)
     stop = threading.Event()
 
     def churn() -> None:
@@ -170,6 +172,8 @@ def test_a_unique_key_racing_its_holders_end_keeps_one_live_job(open_pg: Opener)
 def test_every_write_about_an_attempt_is_fenced_by_attempt_and_host(open_pg: Opener):
     a, b = open_pg("host-a"), open_pg("host-b")
     job_id, _ = a.insert(job(), T)
+    a.register_runner(0, 10, 1.0, T)
+    b.register_runner(0, 20, 1.0, T)
     first = a.claim(T, 0, 10)
     assert first is not None and first.host == "host-a"
     assert a.put_output(job_id, 1, b"hello", False) and a.output_of(job_id) == (b"hello", False)
@@ -204,6 +208,8 @@ def test_a_claim_whose_answer_was_lost_is_handed_back_by_the_next_claim(open_pg:
     lost, _ = store.insert(job(), T)
     theirs, _ = store.insert(job(), T)
     waiting, _ = store.insert(job(), T)
+    store.register_runner(0, 77, 1.0, T)
+    store.register_runner(1, 88, 1.0, T)
     assert store.claim(T, 0, 77).id == mine  # type: ignore[union-attr]
     assert other.claim(T, 0, 77).id == lost  # type: ignore[union-attr] # as if store's
     assert other.claim(T, 1, 88).id == theirs  # type: ignore[union-attr]
@@ -294,6 +300,7 @@ def test_a_listening_runner_wakes_when_a_job_is_queued(open_pg: Opener):
     time.sleep(0.3)  # all three delivered: one wake-up consumes them
     assert listener.wait_for_work(1) and not listener.wait_for_work(0.2)  # all consumed
     # what else makes a job ready wakes it too; what does not, does not
+    caller.register_runner(0, 1, 1.0, T)
     got = caller.claim(T, 0, 1)
     assert got is not None and not listener.wait_for_work(0.3)
     caller.finish(got.id, 1, T, outcome=Outcome.FAILED, error="E: x", retry_at=T)
@@ -314,6 +321,7 @@ def test_a_listening_runner_wakes_when_a_job_is_queued(open_pg: Opener):
 def test_a_store_outlives_a_server_restart(open_pg: Opener, pg_server: PgServer):
     store = open_pg()
     job_id, _ = store.insert(job(), T)
+    store.register_runner(0, 1, 1.0, T)
     pg_server.restart()
     try:
         store.get(job_id)  # the old session is gone: this call may fail, once
@@ -500,6 +508,8 @@ def test_racing_claims_of_a_limited_queue_take_every_free_slot(open_pg: Opener):
 
     plan = QueuePlan(None, {"q": 3})
     first, second, third = open_pg(), open_pg(), open_pg()
+    first.register_runner(0, 1, 1.0, T)
+    first.register_runner(1, 2, 1.0, T)  # (the two racing claims share a runner's lease)
     misses = 0
     for _ in range(30):
         for _ in range(3):
@@ -511,7 +521,7 @@ def test_racing_claims_of_a_limited_queue_take_every_free_slot(open_pg: Opener):
 
         def claim(store: Store) -> None:
             barrier.wait()
-            got.append(store.claim(T, 0, 2, plan))
+            got.append(store.claim(T, 1, 2, plan))
 
         threads = [threading.Thread(target=claim, args=(s,)) for s in (second, third)]
         for t in threads:

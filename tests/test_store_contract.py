@@ -58,7 +58,11 @@ def open_(environ: dict[str, str], tmp_path: Path) -> Iterator[Opener]:
 
 @pytest.fixture
 def store(open_: Opener) -> Store:
-    return open_()
+    """The test's store, with its usual runner (slot 0, pid 1) registered: a runner
+    registers before it claims (where the store is leased, a claim needs a live lease)."""
+    store = open_()
+    store.register_runner(0, 1, 1.0, T)
+    return store
 
 
 def job(priority: int = 0, run_at: float = T, unique: str | None = None, held: int = 0,
@@ -123,12 +127,12 @@ def test_held_jobs_are_claimed_only_by_their_holder_until_released(store: Store)
     claimed = store.claim(T, 0, 1)
     assert claimed is not None and claimed.id == held
     other, _ = store.insert(job(held=-7), T)
+    store.register_runner(-7, 7, 1.0, T)  # (a foreground run registers as a runner does)
     one = store.claim_one(other, T, -7, 7)
     assert one is not None and one.id == other and store.claim_one(other, T, -7, 7) is None
 
 
-def test_racing_claims_never_take_a_job_twice(open_: Opener):
-    store = open_()
+def test_racing_claims_never_take_a_job_twice(store: Store, open_: Opener):
     for _ in range(40):
         store.insert(job(), T)
     taken: list[str] = []
@@ -245,6 +249,28 @@ def test_a_handed_back_attempt_does_not_count(store: Store):
     assert store.finish(job_id, 1, T, outcome=Outcome.COMPLETED) is None
 
 
+def test_without_a_live_lease_a_runner_claims_nothing_and_its_verdict_is_refused(
+        store: Store):
+    """Where the store is leased (several hosts): a runner whose lease row is gone was, or
+    is about to be, taken over. Elsewhere its slot lock says it is alive."""
+    first, _ = store.insert(job(), T)
+    second, _ = store.insert(job(), T)
+    assert store.claim(T, 0, 1).id == first  # type: ignore[union-attr]
+    store.unregister_runner(0, 1)  # as when its lease lapsed and its row was removed
+    own = store.finish(first, 1, T, outcome=Outcome.COMPLETED, result_json="1", own=True)
+    claimed = store.claim(T, 0, 1)
+    if not store.leased:
+        assert own == State.COMPLETED and claimed is not None and claimed.id == second
+        return
+    assert own is None and claimed is None and store.claim_one(second, T, 0, 1) is None
+    assert store.get(first).stored_status == State.RUNNING
+    # the one that takes it over records the verdict; registered again, the runner claims
+    assert store.finish(first, 1, T, outcome=Outcome.FAILED, error="RunnerLost: x"
+                        ) == State.FAILED
+    store.register_runner(0, 1, 1.0, T)
+    assert store.claim(T, 0, 1).id == second  # type: ignore[union-attr]
+
+
 # -- cancel and retry --------------------------------------------------------------------
 
 def test_cancel_ends_a_waiting_job_and_flags_a_running_one(store: Store):
@@ -274,8 +300,8 @@ def test_a_cancelled_running_job_that_completes_stays_completed(store: Store):
                         ) == State.COMPLETED
 
 
-def test_cancel_racing_claim_ends_one_way_or_the_other(open_: Opener):
-    canceller, claimer = open_(), open_(Role.RUNNER)
+def test_cancel_racing_claim_ends_one_way_or_the_other(store: Store, open_: Opener):
+    canceller, claimer = store, open_(Role.RUNNER)
     for _ in range(30):
         job_id, _ = canceller.insert(job(), T)
         got: list = []
@@ -477,6 +503,7 @@ def test_a_lowered_limit_lets_no_claim_through_until_the_count_falls_under_it(st
     for _ in range(3):
         assert store.claim(T, 0, 1, QueuePlan(None, {"q": 3})) is not None
     lowered = QueuePlan(None, {"q": 1})
+    store.register_runner(-5, 5, 1.0, T)
     store.finish(jobs[0], 1, T, outcome=Outcome.COMPLETED)
     assert store.claim(T, 0, 1, lowered) is None  # 2 still run: over the new limit
     assert store.claim_one(jobs[3], T, -5, 5, lowered) is None  # `bgrun run` waits too
@@ -499,5 +526,6 @@ def test_two_running_jobs_never_hold_one_queue_slot(store, open_):
     a, b = queued(store, "q"), queued(store, "q")
     store.claim(T, 0, 1, QueuePlan(None, {"q": 1}))
     # A runner that believes the limit is 2 takes slot 1, never slot 0 twice.
+    store.register_runner(1, 2, 1.0, T)
     assert store.claim(T, 1, 2, QueuePlan(None, {"q": 2})) is not None
     assert {j.id for j in store.list_jobs(status="running", queue="q", limit=0)} == {a, b}

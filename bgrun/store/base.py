@@ -86,7 +86,8 @@ class Store(Protocol):
         queues `plan` serves, none of a queue that runs as many jobs as `plan` limits it
         to. The job becomes running under (`slot`, `runner_pid`), holding a free slot of
         its queue if the queue has a limit; its attempt count goes up by one and its
-        attempt is recorded; returns it as claimed, or None when no job is ready. Atomic:
+        attempt is recorded; returns it as claimed, or None when no job is ready (or,
+        where `leased`, while that runner's lease is not live by the store's clock). Atomic:
         two racing claims never take the same job, nor one queue slot.
         """
         ...
@@ -132,7 +133,7 @@ class Store(Protocol):
     def finish(self, job_id: str, attempt: int, now: float, *, outcome: Outcome,
                error: str | None = None, traceback: str | None = None,
                result_json: str | None = None, retry_at: float | None = None,
-               progress_json: str | None = None) -> State | None:
+               progress_json: str | None = None, own: bool = False) -> State | None:
         """Settle attempt `attempt` of a running job; return the state the job ends in.
 
         `outcome` is COMPLETED, FAILED or CANCELLED. A failure with `retry_at` sends the
@@ -141,7 +142,10 @@ class Store(Protocol):
         Returns None, changing nothing, when that attempt is not the job's running one
         (settled already, by its runner or by whoever found its runner dead): each
         attempt gets exactly one verdict. `progress_json`, when given, is the attempt's
-        last progress report, stored with the verdict (else the stored one stays). Atomic.
+        last progress report, stored with the verdict (else the stored one stays).
+        `own`: the attempt's own runner records it. Where `leased`, that also needs the
+        runner's lease to be live by the store's clock (else None: it is taken over);
+        elsewhere the caller's slot lock says it is alive. Atomic.
         """
         ...
 

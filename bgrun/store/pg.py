@@ -132,12 +132,13 @@ class PgStore(PgWatch):
             return None
 
     def _take(self, cur: Cursor, key: int, now: float, slot: int, runner_pid: int,
-              taken: int | None) -> JobRecord:
+              taken: int | None) -> JobRecord | None:
         """Claim locked waiting job `key` (with slot `taken` of its limited queue)."""
         args = {"id": key, "now": now, "slot": slot, "pid": runner_pid,
                 "host": self.host or None, "queue_slot": taken}
         row = cur.execute(pgsql.CLAIM_ONE, args).fetchone()
-        assert row is not None  # (locked and waiting: the update cannot miss it)
+        if row is None:  # (locked and waiting: only a lease that is not live stops it)
+            return None
         self._claimed[str(key)] = (int(row["attempts"]), runner_pid)
         return self._record(row)
 
@@ -169,12 +170,13 @@ class PgStore(PgWatch):
     def finish(self, job_id: str, attempt: int, now: float, *, outcome: Outcome,
                error: str | None = None, traceback: str | None = None,
                result_json: str | None = None, retry_at: float | None = None,
-               progress_json: str | None = None) -> State | None:
+               progress_json: str | None = None, own: bool = False) -> State | None:
         if outcome not in _VERDICTS:
             raise ValueError(f"finish: {outcome} is not a verdict")
         args = {"id": job_key(job_id), "attempt": attempt, "now": now,
                 "outcome": outcome.value, "retry_at": retry_at, "error": error,
-                "traceback": traceback, "result": result_json, "progress": progress_json}
+                "traceback": traceback, "result": result_json, "progress": progress_json,
+                "own": own}
         rows, _ = self._db.run(pgsql.FINISH_ALL, args)  # (waking runners if it must)
         self._claimed.pop(job_id, None)
         return State(rows[0]["status"]) if rows else None

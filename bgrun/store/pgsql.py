@@ -70,28 +70,34 @@ QUEUE_SLOTS = (
     " (WHERE queue_slot IS NOT NULL), '{}') AS taken"
     " FROM bgrun.jobs WHERE status = 'running' AND queue = %(queue)s"
 )
+#: The claiming runner's lease is live by the server's clock: a runner whose lease lapsed,
+#: or whose row was removed, claims nothing (its attempt would read as lapsed at once,
+#: and be taken over), until it has registered again.
+LEASE_LIVE = ("EXISTS (SELECT 1 FROM bgrun.runners r WHERE r.host = %(host)s"
+              " AND r.slot = %(slot)s AND r.pid = %(pid)s AND r.lease_until > now())")
 #: The queue of a waiting job, locked (claim_one: whatever its priority or hold).
 LOCK_WAITING = ("SELECT id, queue FROM bgrun.jobs WHERE id = %(id)s AND status = 'waiting'"
                 " FOR UPDATE")
 #: Claim this locked waiting job, with its slot of a limited queue (NULL otherwise), and
-#: count its attempt.
+#: count its attempt; nothing while the runner's lease is not live.
 CLAIM_ONE = (
     "WITH claimed AS (UPDATE bgrun.jobs SET status = 'running', attempts = attempts + 1,"
     " started_at = %(now)s, runner_slot = %(slot)s, runner_pid = %(pid)s,"
     " runner_host = %(host)s, child_pid = NULL, child_started = NULL, progress = NULL,"
-    " queue_slot = %(queue_slot)s WHERE id = %(id)s AND status = 'waiting' RETURNING *),"
+    " queue_slot = %(queue_slot)s WHERE id = %(id)s AND status = 'waiting'"
+    f" AND {LEASE_LIVE} RETURNING *),"
     " counted AS (INSERT INTO bgrun.attempts (job_id, number, started_at)"
     "  SELECT id, attempts, %(now)s FROM claimed)"
     f" SELECT {COLUMNS} FROM claimed"
 )
 #: A claim in one statement (a runner whose plan has no queue limit): lock the best ready
-#: job (`pick`: PICK or PICK_IN), take it, count its attempt.
+#: job (`pick`: PICK or PICK_IN), take it, count its attempt (nothing without a live lease).
 CLAIM_PICKED = (
     "WITH next AS ({pick}), claimed AS ("
     " UPDATE bgrun.jobs j SET status = 'running', attempts = j.attempts + 1,"
     " started_at = %(now)s, runner_slot = %(slot)s, runner_pid = %(pid)s,"
     " runner_host = %(host)s, child_pid = NULL, child_started = NULL, progress = NULL,"
-    " queue_slot = NULL FROM next WHERE j.id = next.id RETURNING j.*),"
+    f" queue_slot = NULL FROM next WHERE j.id = next.id AND {LEASE_LIVE} RETURNING j.*),"
     " counted AS (INSERT INTO bgrun.attempts (job_id, number, started_at)"
     "  SELECT id, attempts, %(now)s FROM claimed)"
     f" SELECT {COLUMNS} FROM claimed"
@@ -133,8 +139,10 @@ CHILD_OF = ("SELECT child_pid, child_started FROM bgrun.jobs"
 _RETRYING = ("(NOT j.cancel_requested AND %(outcome)s = 'failed'"
              " AND %(retry_at)s::double precision IS NOT NULL)")
 #: Settle attempt %(attempt)s of a running job, in one conditional statement: no row back
-#: means someone settled it first. A cancel asked meanwhile wins over anything but success.
-#: Gives whether the job held a queue slot (its settling frees it for waiting jobs).
+#: means someone settled it first, or (%(own)s: its runner records it) that runner's
+#: lease is no longer live (it was, or is about to be, taken over). A cancel asked
+#: meanwhile wins over anything but success. Gives whether the job held a queue slot
+#: (its settling frees it for waiting jobs).
 FINISH = (
     "UPDATE bgrun.jobs j SET"
     f" status = CASE WHEN {_RETRYING} THEN 'waiting'"
@@ -148,6 +156,8 @@ FINISH = (
     " progress = COALESCE(%(progress)s, j.progress)"
     " FROM (SELECT id, queue_slot FROM bgrun.jobs WHERE id = %(id)s FOR UPDATE) AS old"
     " WHERE j.id = old.id AND j.status = 'running' AND j.attempts = %(attempt)s"
+    " AND (NOT %(own)s OR EXISTS (SELECT 1 FROM bgrun.runners r WHERE r.host = j.runner_host"
+    "  AND r.slot = j.runner_slot AND r.pid = j.runner_pid AND r.lease_until > now()))"
     " RETURNING j.status, old.queue_slot IS NOT NULL AS freed"
 )
 #: FINISH and its attempt's verdict in one statement, waking listeners when the job is ready

@@ -154,7 +154,7 @@ class SqliteStore(WatchStore):
     def finish(self, job_id: str, attempt: int, now: float, *, outcome: Outcome,
                error: str | None = None, traceback: str | None = None,
                result_json: str | None = None, retry_at: float | None = None,
-               progress_json: str | None = None) -> State | None:
+               progress_json: str | None = None, own: bool = False) -> State | None:
         if outcome not in _VERDICTS:
             raise ValueError(f"finish: {outcome} is not a verdict")
         args = {"id": job_key(job_id), "attempt": attempt, "now": now,
