@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import runner_processes, wait_until
+from conftest import kill_processes_of, processes_of, wait_until
 
 from bgrun import run_background_job
 from bgrun.slots import any_slot_free
@@ -66,10 +66,10 @@ def test_readme_unit_starts_when_on_demand_runners_hold_every_slot(project, monk
     # The machine "rebooted": jobs were queued and running; every bgrun process is gone.
     jobs = [run_background_job("jobs", "record", ["unit", n, 1.0], retries=2) for n in range(6)]
     wait_until(lambda: project.marks("unit"))
-    for proc in runner_processes(project):
-        with contextlib.suppress(psutil.Error):  # (a job child may have just ended)
-            proc.kill()
-    wait_until(lambda: not runner_processes(project))
+    # All of them at once, the watcher too: killed alone, the runners would be replaced
+    # by the watcher at once, and those would drain the queue before the unit starts.
+    kill_processes_of(project.path)
+    wait_until(lambda: not processes_of(project.path))
 
     pre = subprocess.run(shlex.split(lines["ExecStartPre"]), cwd=project.path,
                          capture_output=True, text=True, timeout=60)
