@@ -173,7 +173,7 @@ def _assert_flat(fds: dict[int, list[int]]) -> None:
 
     The first looks may catch a runner still starting, before it opened its store. An
     attempt holds a few descriptors while it starts and runs (its output file, the
-    progress pipe's two ends, a pidfd: up to 4 over an idle runner's), so one look may
+    progress pipe's ends, a pidfd: 11 to 14 in a soak whose first looks saw 11), so one look may
     see them and the next not; a leaked one stays in every later look. So the fewest in
     the last looks must be no more than the most in the first (no slack: a leak of one
     descriptor per few seconds fails it, and any faster one fails the cap of 20)."""
