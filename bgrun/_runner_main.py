@@ -13,6 +13,6 @@ if __name__ == "__main__":
         if sys.platform != "win32" and os.fork() != 0:
             os._exit(0)
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    from bgrun.runner import main
+    from bgrun.runnerproc import main
 
     main()

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from types import FrameType
 
 from bgrun import allowlist
 from bgrun.attempt import marker, run_attempt
-from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BgrunError, ConfigError, NoStoreError, StoreError, StoreGoneError
-from bgrun.joblog import EventLog
+from bgrun.errors import BgrunError, ConfigError, StoreError, StoreGoneError
 from bgrun.lease import (
     Fenced,
     Lease,
@@ -45,10 +42,8 @@ from bgrun.settle import (
     settle_every,
     settle_orphans,
     start_runner,
-    start_runner_for,
 )
 from bgrun.slots import Waker, any_slot_free, take_free_slot, try_acquire, worker_waiting
-from bgrun.store import Role
 from bgrun.warm import WarmPool
 from bgrun.watchlink import STOP, WatchLink
 
@@ -344,56 +339,13 @@ class Runner:
 
             terminate_tree(child[0], child[1], grace=0.0)
 
-
-def serve(config: Config) -> bool:
-    """Take a free slot and run jobs (on demand); False if every slot has a runner."""
-    # A runner never creates a store: one started for a store that is gone has no jobs.
-    ctx = Context.open(config, Role.RUNNER, create=False)
-    taken = take_free_slot(ctx.state, config.concurrency)
-    if taken is None:
-        return False
-    runner = Runner(ctx, *taken)
-    signal.signal(signal.SIGTERM, runner.stop)
-    try:
-        runner.serve()
-    finally:
-        runner.warm.close()  # (its child exits on EOF; it would also when we exit)
-        if runner.lock.is_locked:  # work may be left behind (a stop, a broken allowlist)
+    def close(self) -> None:
+        """Let go of everything on the way out: the warm child, the slot if still held
+        (work may be left behind: a stop, a broken allowlist), the watcher link."""
+        self.warm.close()  # (its child exits on EOF; it would also when we exit)
+        if self.lock.is_locked:
             with contextlib.suppress(BgrunError):  # the row of a dead slot is ignored anyway
-                ctx.store.unregister_runner(runner.slot, os.getpid())
-            runner.watch.slot_left(runner.slot, STOP)
-            runner.lock.release()
-        runner.watch.close()
-    return True
-
-
-def main() -> None:
-    """Entry of a detached runner: serve, and log (never print) anything unexpected."""
-    config = Config.load()
-    try:
-        serve(config)
-    except NoStoreError:
-        pass  # the store was deleted before we started: nothing of ours to run
-    except StoreGoneError as exc:
-        _log_crash(config, f"{exc.kind}: {exc}", None)
-        if config.store.is_file():
-            # A caller of the store now at the path may have woken us (our wake FIFO is
-            # named by path) and counted on us: a fresh runner serves that store instead.
-            start_runner_for(config)
-    except BgrunError as exc:
-        _log_crash(config, f"{exc.kind}: {exc}", None)
-    except Exception as exc:
-        import traceback
-
-        _log_crash(config, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-
-
-def _log_crash(config: Config, error: str, tb: str | None) -> None:
-    # Only into a log folder that exists: making one (or a store) here would start a new,
-    # empty world where the user deleted the old one.
-    if not config.log_dir.is_dir():
-        return
-    log = EventLog(config.log_dir, config.log_max_bytes, config.log_backups, config.host)
-    with contextlib.suppress(BgrunError):  # nowhere left to write: callers say it too
-        log.event(job="-", target="-", method="-", status="runner-error", error=error,
-                  traceback=tb, pid=os.getpid())
+                self.ctx.store.unregister_runner(self.slot, os.getpid())
+            self.watch.slot_left(self.slot, STOP)
+            self.lock.release()
+        self.watch.close()

@@ -206,15 +206,16 @@ def log_error(ctx: Context, exc: BgrunError | OSError) -> None:
 
 def main(argv: list[str]) -> None:
     """Entry of a detached watcher: watch, and log (never print) anything unexpected."""
-    from bgrun.runner import _log_crash
+    from bgrun.runnerproc import log_crash
 
     lock_fd = int(argv[argv.index("--lock-fd") + 1]) if "--lock-fd" in argv else None
     config = Config.load()
     try:
         watch(config, lock_fd)
     except BgrunError as exc:
-        _log_crash(config, f"{exc.kind}: {exc}", None)
+        log_crash(config, f"{exc.kind}: {exc}", None, "watcher-error")
     except Exception as exc:
         import traceback
 
-        _log_crash(config, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        log_crash(config, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                  "watcher-error")

@@ -9,7 +9,6 @@ supervisor's restart limit is never hit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -18,13 +17,11 @@ from types import FrameType
 
 from bgrun.config import Config
 from bgrun.context import Context
-from bgrun.errors import BgrunError
 from bgrun.locks import FileLock
 from bgrun.runner import Runner
 from bgrun.settle import ensure_runner
 from bgrun.slots import take_free_slot, try_acquire, waiting_lock
 from bgrun.store import Role
-from bgrun.watchlink import STOP
 
 
 class _Stop:
@@ -62,13 +59,7 @@ def run_worker(config: Config, *, requeue_on_stop: bool, say: Callable[[str], No
         if not stop.requested:
             runner.serve()
     finally:
-        runner.warm.close()  # (its child exits on EOF)
-        if runner.lock.is_locked:  # as runner.serve() leaves a slot (see watchlink.py)
-            with contextlib.suppress(BgrunError):  # the row of a dead slot is ignored anyway
-                ctx.store.unregister_runner(runner.slot, os.getpid())
-            runner.watch.slot_left(runner.slot, STOP)
-            runner.lock.release()
-        runner.watch.close()
+        runner.close()
         say("bgrun worker: stopped")
 
 
