@@ -127,6 +127,21 @@ def script_processes(project: Project, script: str) -> list[psutil.Process]:
     return found
 
 
+@contextlib.contextmanager
+def watchers_frozen(project: Project) -> Iterator[None]:
+    """The project's watchers stopped for the block (SIGSTOP), resumed after it: a test
+    that kills a runner looks at what the watcher would otherwise settle at once."""
+    watchers = script_processes(project, "_watcher_main.py")
+    assert watchers
+    for watcher in watchers:
+        watcher.suspend()
+    try:
+        yield
+    finally:
+        for watcher in watchers:
+            watcher.resume()
+
+
 def kill_processes_of(folder: Path) -> None:
     """Kill every process of the project at once, as a power cut would.
 

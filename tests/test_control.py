@@ -18,8 +18,8 @@ from tests.conftest import (
     kill_processes_of,
     processes_of,
     runner_processes,
-    script_processes,
     wait_until,
+    watchers_frozen,
 )
 
 
@@ -114,18 +114,11 @@ def test_list_settles_orphans_too(project):
     wait_until(lambda: job.status == "running")
     # Frozen, the watcher cannot settle it first: while it does, it holds the dead slot's
     # lock, and `list` may show the job running still (2 runs in about 45 failed so).
-    watchers = script_processes(project, "_watcher_main.py")
-    assert watchers
-    for watcher in watchers:
-        watcher.suspend()
-    try:
+    with watchers_frozen(project):
         for runner in runner_processes(project):
             runner.kill()
         psutil.wait_procs(runner_processes(project), timeout=5)
         listed = json.loads(project.cli("list", "--json").stdout)
-    finally:
-        for watcher in watchers:
-            watcher.resume()
     assert [j["status"] for j in listed if j["id"] == job.id] == ["failed"]
 
 

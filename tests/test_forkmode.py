@@ -12,7 +12,7 @@ import pytest
 
 from bgrun import run_background_job
 from bgrun.config import Config
-from tests.conftest import script_processes, wait_until
+from tests.conftest import wait_until, watchers_frozen
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork mode is POSIX only")
 
@@ -204,11 +204,7 @@ def test_slot_lock_is_free_once_the_runner_dies_while_its_forked_child_lives(for
     slot = next(r.runner_slot for r in store.running() if r.job_id == job.id)
     # The watcher settles a dead runner's job at once (ending its child): frozen, it
     # leaves the child alive while we look at the lock.
-    watchers = script_processes(project, "_watcher_main.py")
-    assert watchers
-    for watcher in watchers:
-        watcher.suspend()
-    try:
+    with watchers_frozen(project):
         os.kill(runner_pid, signal.SIGKILL)
         wait_until(lambda: not psutil.pid_exists(runner_pid)
                    or psutil.Process(runner_pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
@@ -218,9 +214,6 @@ def test_slot_lock_is_free_once_the_runner_dies_while_its_forked_child_lives(for
         assert try_acquire(lock), "the forked job child kept its dead runner's slot lock"
         lock.release()
         assert child.is_running()
-    finally:
-        for watcher in watchers:
-            watcher.resume()
     # Resumed, the watcher takes the free slot's lock and settles the job, ending its child.
     wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
                timeout=15)

@@ -173,11 +173,11 @@ def _assert_flat(fds: dict[int, list[int]]) -> None:
 
     The first looks may catch a runner still starting, before it opened its store. An
     attempt holds a few descriptors while it starts and runs (its output file, the
-    progress pipe's ends, a pidfd: 11 to 14 in a soak whose first looks saw 11), so one look may
-    see them and the next not; a leaked one stays in every later look. So the fewest in
-    the last looks must be at most 2 more than the most in the first: a runner may open
-    one or two for good on the way (the keeper lock, held while retries are scheduled:
-    11 in the first looks and 12 in every last one), and a faster leak fails the cap."""
+    progress pipe's ends, a pidfd: 11 to 14 in a soak whose first looks saw 11), so one
+    look may see them and the next not; a leaked one stays in every later look. So the
+    fewest in the last looks must be at most 2 more than the most in the first: a runner
+    may open one or two for good on the way (the keeper lock, held while retries are
+    scheduled: 11 in the first looks, 12 in every last one); a faster leak fails the cap."""
     assert len(fds) >= 1
     for pid, seen in fds.items():
         assert max(seen) <= 20, (pid, seen)

@@ -10,6 +10,17 @@ from __future__ import annotations
 from bgrun.store.rows import JOB_COLUMNS
 
 COLUMNS = ", ".join(JOB_COLUMNS)
+
+
+def _lease_live(host: str, slot: str, pid: str) -> str:
+    """The condition that runner (`host`, `slot`, `pid`: SQL expressions) holds a live
+    lease by the server's clock (claims, a runner's own verdict, takeovers all ask it)."""
+    return (f"EXISTS (SELECT 1 FROM bgrun.runners r WHERE r.host = {host}"
+            f" AND r.slot = {slot} AND r.pid = {pid} AND r.lease_until > now())")
+
+
+#: The lease of the runner a job row names.
+_JOB_RUNNER_LIVE = _lease_live("j.runner_host", "j.runner_slot", "j.runner_pid")
 LIVE = "status IN ('waiting', 'running')"  # the states that hold a unique key
 CHANNEL = "bgrun_jobs"  # LISTEN/NOTIFY: jobs became ready
 #: Tell listening runners that jobs became ready (sent when the transaction commits).
@@ -73,8 +84,7 @@ QUEUE_SLOTS = (
 #: The claiming runner's lease is live by the server's clock: a runner whose lease lapsed,
 #: or whose row was removed, claims nothing (its attempt would read as lapsed at once,
 #: and be taken over), until it has registered again.
-LEASE_LIVE = ("EXISTS (SELECT 1 FROM bgrun.runners r WHERE r.host = %(host)s"
-              " AND r.slot = %(slot)s AND r.pid = %(pid)s AND r.lease_until > now())")
+LEASE_LIVE = _lease_live("%(host)s", "%(slot)s", "%(pid)s")
 #: The queue of a waiting job, locked (claim_one: whatever its priority or hold).
 LOCK_WAITING = ("SELECT id, queue FROM bgrun.jobs WHERE id = %(id)s AND status = 'waiting'"
                 " FOR UPDATE")
@@ -156,8 +166,7 @@ FINISH = (
     " progress = COALESCE(%(progress)s, j.progress)"
     " FROM (SELECT id, queue_slot FROM bgrun.jobs WHERE id = %(id)s FOR UPDATE) AS old"
     " WHERE j.id = old.id AND j.status = 'running' AND j.attempts = %(attempt)s"
-    " AND (NOT %(own)s OR EXISTS (SELECT 1 FROM bgrun.runners r WHERE r.host = j.runner_host"
-    "  AND r.slot = j.runner_slot AND r.pid = j.runner_pid AND r.lease_until > now()))"
+    f" AND (NOT %(own)s OR {_JOB_RUNNER_LIVE})"
     " RETURNING j.status, old.queue_slot IS NOT NULL AS freed"
 )
 #: FINISH and its attempt's verdict in one statement, waking listeners when the job is ready
@@ -198,9 +207,7 @@ HAND_BACK_UNKNOWN = (
 #: Every running attempt, and whether its runner's lease lapsed by the server's clock.
 RUNNING = (
     "SELECT j.id, j.attempts, j.runner_slot, j.runner_pid, j.runner_host,"
-    " NOT EXISTS (SELECT 1 FROM bgrun.runners r WHERE r.host = j.runner_host"
-    "  AND r.slot = j.runner_slot AND r.pid = j.runner_pid AND r.lease_until > now())"
-    "  AS lapsed"
+    f" NOT {_JOB_RUNNER_LIVE} AS lapsed"
     " FROM bgrun.jobs j WHERE j.status = 'running' ORDER BY j.id"
 )
 
