@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bgrun import allowcache
 from bgrun.errors import AllowlistError, BadNameError, BadQueueError, NotAllowedError
 from bgrun.files import Signature, file_signature
 from bgrun.queues import check_queue_name
@@ -106,8 +106,12 @@ def shadows_stdlib(target: str) -> bool:
 _cache: dict[Path, Allowlist] = {}
 
 
-def load(path: Path) -> Allowlist:
-    """Parse and check the allowlist at `path` (cached while the file is unchanged)."""
+def load(path: Path, cache: Path | None = None) -> Allowlist:
+    """Parse and check the allowlist at `path` (cached while the file is unchanged).
+
+    `cache`: a folder where the parsed TOML of the file is kept between processes
+    (allowcache.py: for queueing processes only; a job's run-time check never passes one).
+    """
     signature = file_signature(path)
     cached = _cache.get(path)
     if cached is not None and signature is not None and cached.signature == signature:
@@ -119,17 +123,28 @@ def load(path: Path) -> Allowlist:
     except OSError as exc:
         raise AllowlistError(f"{path}: cannot read the allowlist: {exc.strerror}") from None
     text = raw.decode("utf-8", errors="replace")
+    data = allowcache.read(cache, path, raw) if cache is not None else None
+    fresh = data is None
+    if data is None:
+        data = _toml(path, text)
+    _check_top_level(path, text, data)
+    allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0),
+                          _parse_queues(path, text, data.get("queues", {})))
+    if fresh and cache is not None:
+        allowcache.write(cache, path, raw, data)
+    _cache[path] = allowlist
+    return allowlist
+
+
+def _toml(path: Path, text: str) -> dict[str, Any]:
+    import tomllib  # (here: a queueing process with the parse cached never imports it)
+
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"at line (\d+)", str(exc))
         line = int(found.group(1)) if found else max(len(text.splitlines()), 1)
         raise AllowlistError(f"{path}:{line}: not valid TOML: {exc}") from None
-    _check_top_level(path, text, data)
-    allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0),
-                          _parse_queues(path, text, data.get("queues", {})))
-    _cache[path] = allowlist
-    return allowlist
 
 
 RECHECK_AFTER = 0.1  # seconds a run-time refusal waits before the second read that confirms it

@@ -49,7 +49,9 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
     Nothing is stored here. The delay counts from `now`, the moment of the request, so
     that the stored created_at (also `now`) and run_at are exactly `delay` apart.
     """
-    rules = allowlist.load(config.allowlist)
+    # The state folder keeps the parsed allowlist between processes (allowcache.py).
+    rules = allowlist.load(config.allowlist, cache=config.store.with_name(
+        config.store.name + ".d"))
     try:
         rule = rules.check(req.target, req.method)
     except NotAllowedError as exc:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock, without threading's import
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +25,7 @@ class FileLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._threads = threading.Lock()  # one holder per object across threads, too
+        self._threads = allocate_lock()  # one holder per object across threads, too
         self._fd: int | None = None
         self._fallback: object | None = None
 

@@ -7,8 +7,8 @@ transaction meets SQLITE_BUSY under contention whatever busy_timeout says.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock, without threading's import
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +38,7 @@ class Connection:
         """Open the file at `path`; `create=False`: NoStoreError if there is none."""
         self.path = path
         self._name = str(path)  # (a str spares each check the Path's conversion)
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         deadline = time.monotonic() + OPEN_TIMEOUT
         while True:
             try:
