@@ -19,9 +19,6 @@ from bgrun.queues import check_queue_name
 
 MAX_NAME = 255
 MAX_REUSE = 1_000_000  # `reuse`: jobs per warm child (a bound, so a typo is not forever)
-_PART = r"[A-Za-z_][A-Za-z0-9_]*"
-_TARGET = re.compile(rf"{_PART}(?:\.{_PART})*")
-_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _RULE_KEYS: dict[str, type | tuple[type, ...]] = {
     "methods": list, "retries": int, "timeout": (int, float), "priority": int, "queue": str,
     "reuse": int,
@@ -83,14 +80,28 @@ def check_names(target: str, method: str) -> None:
     """Refuse names that are not well-formed dotted paths, before any other look at them."""
     if not isinstance(target, str) or not isinstance(method, str):
         raise BadNameError("target and method must be strings")
-    if len(target) > MAX_NAME or not _TARGET.fullmatch(target):
+    if len(target) > MAX_NAME or not is_dotted_path(target):
         raise BadNameError(f"{shown(target)} is not a dotted path of identifiers")
     if any(part.startswith("__") for part in target.split(".")):
         raise BadNameError(f"{shown(target)} has a dunder part, which is never allowed")
-    if len(method) > MAX_NAME or not _METHOD.fullmatch(method):
+    if len(method) > MAX_NAME or not is_method_name(method):
         raise BadNameError(
             f"{shown(method)} is not a method name (an identifier not beginning with '_')"
         )
+
+
+def is_dotted_path(name: str) -> bool:
+    """`name` is identifiers of [A-Za-z_][A-Za-z0-9_]* joined by dots.
+
+    (str methods, not a pattern: an ASCII identifier is exactly that, and a pattern is
+    compiled anew by every one-shot `bgrun exec`.)
+    """
+    return name.isascii() and all(part.isidentifier() for part in name.split("."))
+
+
+def is_method_name(name: str) -> bool:
+    """`name` is [A-Za-z][A-Za-z0-9_]*: an ASCII identifier not beginning with '_'."""
+    return name.isascii() and name.isidentifier() and not name.startswith("_")
 
 
 def shadows_stdlib(target: str) -> bool:

@@ -12,12 +12,13 @@ from typing import NamedTuple
 from bgrun.envmemo import EnvMemo
 from bgrun.errors import ConfigError
 from bgrun.files import file_signature
+from bgrun.lazyre import LazyPattern
 
 STORE_NAME = "bgrun.sqlite3"
 # Warm fork on Linux (it drains far faster than spawn: benchmarks/RESULTS.md); spawn
 # elsewhere: Windows has no fork, and macOS frameworks are unsafe to fork without exec.
 DEFAULT_MODE = "fork" if sys.platform == "linux" else "spawn"
-_PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
+_PYTHON_NAME = LazyPattern(r"^(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
 
 
 #: The variable of each Config field.
@@ -230,7 +231,7 @@ def _server_url(value: str | None) -> str | None:
     return value if value and value.lower().startswith(SERVER_SCHEMES) else None
 
 
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+_HOST_NAME = LazyPattern(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 
 
 def _host(value: str | None) -> str:

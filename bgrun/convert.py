@@ -11,18 +11,18 @@ Anything else stays the string it was typed as.
 from __future__ import annotations
 
 import math
-import re
 import types
 import typing
 from typing import TYPE_CHECKING, Any
 
 from bgrun.errors import BadParamsError
+from bgrun.lazyre import LazyPattern
 
 if TYPE_CHECKING:  # the CLI imports this module for CliText: inspect (7 ms) waits
     import inspect
 
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
-_OPTIONAL = re.compile(r"(?:typing\.)?Optional\[(\w+)\]|(\w+)\|None|None\|(\w+)"
+_OPTIONAL = LazyPattern(r"(?:typing\.)?Optional\[(\w+)\]|(\w+)\|None|None\|(\w+)"
                        r"|(?:typing\.)?Union\[(\w+),None\]")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")

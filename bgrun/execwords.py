@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from bgrun.convert import CliText
 from bgrun.enqueue import Request
 from bgrun.errors import BadParamsError, BgrunError, ExitCode
+from bgrun.lazyre import LazyPattern
 
 
 def build_request(target: str, method: str | None, args: tuple[str, ...],
@@ -76,10 +76,10 @@ def _no_constant(name: str) -> Any:
 
 #: The value options of `exec` (cli.job_options), with the form of a value taken here
 #: as it is; any other value goes to Click, which converts it or refuses it its way.
-_WHOLE = re.compile(r"[0-9]{1,9}")
-_SIGNED = re.compile(r"-?[0-9]{1,9}")
-_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
-_VALUES: dict[str, re.Pattern[str] | None] = {
+_WHOLE = LazyPattern(r"[0-9]{1,9}")
+_SIGNED = LazyPattern(r"-?[0-9]{1,9}")
+_SECONDS = LazyPattern(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+_VALUES: dict[str, LazyPattern | None] = {
     "--retries": _WHOLE, "--priority": _SIGNED, "--delay": _SECONDS, "--timeout": _SECONDS,
     "--params": None, "--kw": None, "--kw-json": None, "--unique": None, "--queue": None,
 }

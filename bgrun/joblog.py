@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bgrun.errors import ConfigError
+from bgrun.lazyre import LazyPattern
 from bgrun.locks import FileLock
 from bgrun.logfile import KeptAppend
 
@@ -27,10 +28,12 @@ ERRORS_LOG = "background_jobs_errors.log"
 BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 #: What a bare value may not hold (a value with none of these is written unquoted). A
 #: positive class: its negation, compiled at every start, cost a command line more.
-_NOT_PLAIN = re.compile(rf"[\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
-_ESCAPE = re.compile(rf"[\\\"\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
-_FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-_UNESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
+_NOT_PLAIN = LazyPattern(rf"[\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
+#: What an ASCII value may not hold beside its unprintable characters (\x00-\x1f, \x7f).
+_ASCII_NOT_PLAIN = (" ", "=", '"', "\\")
+_ESCAPE = LazyPattern(rf"[\\\"\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI}]")
+_FIELD = LazyPattern(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_UNESCAPE = LazyPattern(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -46,7 +49,10 @@ def _escape_char(match: re.Match[str]) -> str:
 def format_value(value: object) -> str:
     """One logfmt value: bare where safe, else quoted with every control character escaped."""
     text = "-" if value is None else str(value)
-    if text and not _NOT_PLAIN.search(text):
+    if text.isascii():  # most values: no pattern to compile (a one-shot caller's cost)
+        if text.isprintable() and text and not any(c in text for c in _ASCII_NOT_PLAIN):
+            return text
+    elif not _NOT_PLAIN.search(text):
         return text
     return '"' + _ESCAPE.sub(_escape_char, text) + '"'
 

@@ -5,14 +5,14 @@ Standard library only (the job child loads the allowlist, which uses the name ru
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
 from bgrun.errors import BadQueueError
+from bgrun.lazyre import LazyPattern
 
 DEFAULT_QUEUE = "default"
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_NAME = LazyPattern(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def check_queue_name(name: object) -> str:

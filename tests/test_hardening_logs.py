@@ -210,3 +210,16 @@ def _ordered(folder: Path) -> list[dict[str, str]]:
     for path in [*rotated, folder / EVENTS_LOG]:
         out += [parse_line(line) for line in path.read_text().splitlines()]
     return out
+
+
+_OLD_NOT_PLAIN = re.compile(r'[\s="\\\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f'
+                            r"\u202a-\u202e\u2066-\u2069]")
+
+
+@settings(max_examples=3000, database=None, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x7f), max_size=10) | _TEXT)
+def test_a_value_is_bare_exactly_when_the_pattern_allows(text):
+    """format_value decides ASCII values without its pattern (compiled per process
+    otherwise); the decision is the pattern's."""
+    bare = format_value(text) == text
+    assert bare == bool(text and not _OLD_NOT_PLAIN.search(text))

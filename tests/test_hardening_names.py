@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import unicodedata
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bgrun import BadParamsError, NotAllowedError
-from bgrun.allowlist import load
+from bgrun.allowlist import is_dotted_path, is_method_name, load
 from bgrun.errors import ExitCode
 from bgrun.params import encode_params
 
@@ -403,3 +404,17 @@ def test_hostile_params_through_the_cli_exit_2_with_one_line(project):
         assert result.stdout == ""
     assert_nothing_stored(project)
 
+
+
+_NAME_TEXT = st.text(alphabet=st.sampled_from("aZ_09.é\u0130\u212a \n-"), max_size=12) | st.text(
+    max_size=12)
+
+
+@settings(max_examples=3000, database=None, deadline=None)
+@given(_NAME_TEXT)
+def test_name_checks_are_exactly_the_documented_patterns(name):
+    """allowlist checks names with str methods (no pattern to compile per process); they
+    accept exactly what the SPEC's patterns accept."""
+    part = r"[A-Za-z_][A-Za-z0-9_]*"
+    assert is_dotted_path(name) == bool(re.fullmatch(rf"{part}(?:\.{part})*", name))
+    assert is_method_name(name) == bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name))
