@@ -8,12 +8,11 @@ input can split a line or forge one (CWE-117).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
-import time
 from _thread import allocate_lock  # threading.Lock, without threading's import
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bgrun.errors import ConfigError
@@ -57,23 +56,10 @@ def format_value(value: object) -> str:
     return '"' + _ESCAPE.sub(_escape_char, text) + '"'
 
 
-def format_line(fields: Mapping[str, object], now: float | None = None) -> str:
-    """A whole log line: a UTC timestamp (of `now`, epoch seconds), then `key=value` fields."""
-    stamp = utc_stamp(time.time() if now is None else now)
+def format_line(fields: Mapping[str, object], now: datetime | None = None) -> str:
+    """A whole log line: a UTC timestamp, then `key=value` fields."""
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="microseconds")
     return stamp + "".join(f" {key}={format_value(value)}" for key, value in fields.items())
-
-
-def utc_stamp(ts: float) -> str:
-    """`ts` (epoch seconds) in ISO 8601 UTC to the microsecond, exactly as
-    `datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")` gives it (same
-    rounding), without importing datetime: a good part of a one-shot `bgrun exec`."""
-    fraction, whole = math.modf(ts)
-    micro = round(fraction * 1e6)
-    if micro >= 1_000_000:
-        micro, whole = micro - 1_000_000, whole + 1
-    elif micro < 0:
-        micro, whole = micro + 1_000_000, whole - 1
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(whole))) + f".{micro:06d}+00:00"
 
 
 def parse_line(line: str) -> dict[str, str]:
@@ -141,7 +127,7 @@ class EventLog:
                   **({"queue": queue} if queue is not None else {}), "status": status,
                   "attempt": attempt, **({"host": self.host} if self.host else {}),
                   **{k: v for k, v in extra.items() if v is not None}}
-        now = time.time()
+        now = datetime.now(UTC)
         try:
             self._lock.acquire()
         except OSError as exc:  # the folder was deleted under us: never recreated here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -57,8 +58,6 @@ def iso(ts: float | None) -> str | None:
     """A stored time (UTC epoch seconds) as ISO 8601 with its +00:00 offset."""
     if ts is None:
         return None
-    from datetime import UTC, datetime  # (here: a queueing process never shows a time)
-
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 

@@ -131,8 +131,9 @@ def script_processes(project: Project, script: str) -> list[psutil.Process]:
 def watchers_frozen(project: Project) -> Iterator[None]:
     """The project's watchers stopped for the block (SIGSTOP), resumed after it: a test
     that kills a runner looks at what the watcher would otherwise settle at once."""
-    watchers = script_processes(project, "_watcher_main.py")
-    assert watchers
+    # (a runner starts its watcher as a new interpreter: on a slow machine the test can
+    # get here before it is up)
+    watchers = wait_until(lambda: script_processes(project, "_watcher_main.py"), timeout=20)
     for watcher in watchers:
         watcher.suspend()
     try:

@@ -21,7 +21,6 @@ from bgrun.joblog import (
     format_line,
     format_value,
     parse_line,
-    utc_stamp,
 )
 
 REQUIRED = ("job", "class", "method", "status", "attempt")
@@ -72,20 +71,12 @@ def test_format_and_parse_round_trip(values):
     fields = {"job": "1", "class": "a.b", "method": "m", "status": "queued", "attempt": "0",
               **values}
     now = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
-    line = format_line(fields, now.timestamp())
+    line = format_line(fields, now)
     assert len(line.splitlines()) == 1 and "\n" not in line
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", line)
     parsed = parse_line(line)
     assert parsed.pop("time") == now.isoformat(timespec="microseconds")
     assert parsed == {k: str(v) for k, v in fields.items()}
-
-
-@settings(max_examples=2000, database=None, deadline=None)
-@given(st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False)
-       | st.integers(0, 4 * 10**15).map(lambda us: us / 1e6))
-def test_a_line_stamp_is_datetimes_to_the_microsecond(ts):
-    """joblog formats its stamps without importing datetime; the same text, rounding too."""
-    assert utc_stamp(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
 @settings(max_examples=500, database=None, deadline=None)
