@@ -36,7 +36,6 @@ from typing import Protocol
 
 from bgrun import _child
 from bgrun.config import Config
-from bgrun.procstart import boot_clock, started_between
 
 EXIT_FORK_SETUP = 126  # the forked child could not set itself up (before user code)
 #: What `ps -e`, `top` and `pgrep` call a forked attempt (its command line stays the
@@ -103,7 +102,6 @@ class ForkedChild:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self.started = 0.0  # its process_start(), where start_forked knew it
 
     def poll(self) -> int | None:
         if self.returncode is None and sys.platform != "win32":
@@ -158,16 +156,12 @@ def start_forked(spec: dict[str, object], *, cwd: str, env: Mapping[str, str],
             for stream in (sys.stdout, sys.stderr):
                 if stream is not None:
                     stream.flush()
-            before = boot_clock()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the forked child
                 _in_child(spec, cwd, changes, devnull, output_fd)
-            after = boot_clock()
         finally:
             os.close(devnull)
-        child = ForkedChild(pid)
-        child.started = started_between(pid, before, after)
-        return child
+        return ForkedChild(pid)
 
 
 def environ_changes(current: Mapping[str, str], wanted: Mapping[str, str]
