@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,12 @@ def read(folder: Path, path: Path, raw: bytes) -> dict[str, Any] | None:
 
 
 def _trusted(kept: os.stat_result, allowlist: os.stat_result) -> bool:
-    """The kept parse may stand for the allowlist: one owner, and only it may write."""
+    """The kept parse may stand for the allowlist: one owner, and only it may write.
+
+    Never on Windows: its modes say only "read-only or not", and no owner is given.
+    """
+    if sys.platform == "win32":
+        return False
     return kept.st_uid == allowlist.st_uid and not kept.st_mode & 0o022
 
 

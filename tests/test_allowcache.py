@@ -111,3 +111,13 @@ def test_a_broken_kept_parse_is_parsed_again(project):
     (_state(project) / allowcache.FILE).write_bytes(b"\x00garbage")
     assert _queue_and_report(project, "r('jobs', 'noop', delay=3600)") == "True"
     assert _queue_and_report(project, "r('jobs', 'noop', delay=3600)") == "False"
+
+
+def test_windows_never_trusts_a_kept_parse(project, monkeypatch):
+    """Windows file modes cannot say who may write a file: it always parses."""
+    _kept(project)
+    path = project.path / "allowlist.toml"
+    state = _state(project)
+    assert allowcache.read(state, path, path.read_bytes()) is not None
+    monkeypatch.setattr(allowcache.sys, "platform", "win32")
+    assert allowcache.read(state, path, path.read_bytes()) is None
