@@ -39,9 +39,13 @@ def several(pg_server: Any, tmp_path: Path) -> Iterator[Several]:
 
 
 def wait_for_verdict(s: Several, job: str, timeout: float) -> dict[str, Any]:
+    """The job's final row, once its verdict's event line is written too: a verdict is
+    committed, then logged, so logs read at once could miss it on a busy machine."""
     final: dict[str, Any] = wait_until(
         lambda: (d := s.show(job))["status"] in ("completed", "failed") and d,
         timeout=timeout, pause=0.2)
+    wait_until(lambda: any(v["status"] == final["status"] for v in s.verdicts(job)),
+               timeout=20)
     return final
 
 
@@ -72,7 +76,9 @@ def test_a_host_killed_whole_mid_job_has_its_job_taken_over_by_another_host(
     assert gone(running["pid"], running["child"])
     final = wait_for_verdict(s, job, timeout=LEASE * 2 + 20)
 
-    [takeover] = takeover_lines(s, job)
+    takeovers = takeover_lines(s, job)
+    assert len(takeovers) == 1, f"takeovers {takeovers}; verdicts {s.verdicts(job)}; {final}"
+    [takeover] = takeovers
     assert takeover["host"] == "h2"
     assert takeover["status"] == ("retrying" if retries else "failed")
     taken = seconds_of(takeover["time"])
