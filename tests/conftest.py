@@ -136,6 +136,10 @@ def watchers_frozen(project: Project) -> Iterator[None]:
     watchers = wait_until(lambda: script_processes(project, "_watcher_main.py"), timeout=20)
     for watcher in watchers:
         watcher.suspend()
+    # SIGSTOP is sent, not yet taken: a watcher busy on the other core can go on (and
+    # take a dead runner's slot lock) until it has stopped.
+    wait_until(lambda: all(w.status() == psutil.STATUS_STOPPED for w in watchers),
+               timeout=10, pause=0.005)
     try:
         yield
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -12,7 +13,7 @@ import pytest
 
 from bgrun import run_background_job
 from bgrun.config import Config
-from tests.conftest import wait_until, watchers_frozen
+from tests.conftest import script_processes, wait_until, watchers_frozen
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork mode is POSIX only")
 
@@ -189,6 +190,22 @@ def test_cancel_ends_a_forked_job(fork_project):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def wait_until_or_false(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _has_open(proc: psutil.Process, path: str) -> bool:
+    try:
+        return any(f.path == path for f in proc.open_files())
+    except psutil.Error:
+        return False
+
+
 def test_slot_lock_is_free_once_the_runner_dies_while_its_forked_child_lives(fork_project):
     from bgrun.slots import slot_lock, try_acquire
 
@@ -214,8 +231,17 @@ def test_slot_lock_is_free_once_the_runner_dies_while_its_forked_child_lives(for
         # A child forked moments before still holds the runner's descriptors until it
         # closes them (its first steps; on a busy 2-core machine it may not have run yet):
         # free within seconds, never kept while the job runs (sleep 60).
-        wait_until(lambda: try_acquire(lock), timeout=5, pause=0.02)
-        lock.release()
+        if wait_until_or_false(lambda: try_acquire(lock), timeout=5):
+            lock.release()
+        else:
+            # A watcher stopped in the middle of its look at the slots can hold the lock
+            # (seen 1 run in 8 under load: the holder was the frozen watcher). What must
+            # never hold it is the job child.
+            holders = {p.pid: p.cmdline() for p in psutil.process_iter()
+                       if _has_open(p, str(lock.path))}
+            watchers = {w.pid for w in script_processes(project, "_watcher_main.py")}
+            assert holders and set(holders) <= watchers, (
+                f"slot lock held by {holders}; job child {child_pid}, runner {runner_pid}")
         assert child.is_running()
     # Resumed, the watcher takes the free slot's lock and settles the job, ending its child.
     wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
