@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bgrun import allowcache
 from bgrun.errors import AllowlistError, BadNameError, BadQueueError, NotAllowedError
 from bgrun.files import Signature, file_signature
 from bgrun.queues import check_queue_name
@@ -134,14 +133,16 @@ def load(path: Path, cache: Path | None = None) -> Allowlist:
     except OSError as exc:
         raise AllowlistError(f"{path}: cannot read the allowlist: {exc.strerror}") from None
     text = raw.decode("utf-8", errors="replace")
-    data = allowcache.read(cache, path, raw) if cache is not None else None
-    fresh = data is None
-    if data is None:
-        data = _toml(path, text)
+    kept = None
+    if cache is not None:  # (imported here: a job child's check never loads it)
+        from bgrun import allowcache
+
+        kept = allowcache.read(cache, path, raw)
+    data = kept if kept is not None else _toml(path, text)
     _check_top_level(path, text, data)
     allowlist = Allowlist(path, _parse(path, text, data), signature or (0, 0, 0),
                           _parse_queues(path, text, data.get("queues", {})))
-    if fresh and cache is not None:
+    if cache is not None and kept is None:
         allowcache.write(cache, path, raw, data)
     _cache[path] = allowlist
     return allowlist

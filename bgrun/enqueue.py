@@ -24,6 +24,7 @@ from bgrun.params import encode_params, split_call
 from bgrun.queues import DEFAULT_QUEUE, check_queue_name
 from bgrun.records import JobStatus
 from bgrun.settle import ensure_runner, settle_orphans_now_and_then
+from bgrun.slots import state_path
 from bgrun.store import NewJob
 
 
@@ -50,8 +51,7 @@ def validate(config: Config, req: Request, now: float) -> NewJob:
     that the stored created_at (also `now`) and run_at are exactly `delay` apart.
     """
     # The state folder keeps the parsed allowlist between processes (allowcache.py).
-    rules = allowlist.load(config.allowlist, cache=config.store.with_name(
-        config.store.name + ".d"))
+    rules = allowlist.load(config.allowlist, cache=state_path(config.store))
     try:
         rule = rules.check(req.target, req.method)
     except NotAllowedError as exc:

@@ -49,7 +49,7 @@ def format_value(value: object) -> str:
     """One logfmt value: bare where safe, else quoted with every control character escaped."""
     text = "-" if value is None else str(value)
     if text.isascii():  # most values: no pattern to compile (a one-shot caller's cost)
-        if text.isprintable() and text and not any(c in text for c in _ASCII_NOT_PLAIN):
+        if text and text.isprintable() and not any(c in text for c in _ASCII_NOT_PLAIN):
             return text
     elif not _NOT_PLAIN.search(text):
         return text

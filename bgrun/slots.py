@@ -26,8 +26,14 @@ from bgrun.locks import FileLock
 
 
 def state_dir(store: Path) -> Path:
-    """The folder of lock files and the wake FIFO that belong to the store `store`."""
-    return private_dir(store.with_name(store.name + ".d"))
+    """The folder of lock files and the wake FIFO that belong to the store `store`
+    (made if missing)."""
+    return private_dir(state_path(store))
+
+
+def state_path(store: Path) -> Path:
+    """Where state_dir(store) is, without making it."""
+    return store.with_name(store.name + ".d")
 
 
 def slot_lock(state: Path, slot: int) -> FileLock:

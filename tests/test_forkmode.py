@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -190,15 +189,6 @@ def test_cancel_ends_a_forked_job(fork_project):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def wait_until_or_false(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _has_open(proc: psutil.Process, path: str) -> bool:
     try:
         return any(f.path == path for f in proc.open_files())
@@ -231,9 +221,10 @@ def test_slot_lock_is_free_once_the_runner_dies_while_its_forked_child_lives(for
         # A child forked moments before still holds the runner's descriptors until it
         # closes them (its first steps; on a busy 2-core machine it may not have run yet):
         # free within seconds, never kept while the job runs (sleep 60).
-        if wait_until_or_false(lambda: try_acquire(lock), timeout=5):
+        try:
+            wait_until(lambda: try_acquire(lock), timeout=5, pause=0.02)
             lock.release()
-        else:
+        except AssertionError:
             # A watcher stopped in the middle of its look at the slots can hold the lock
             # (seen 1 run in 8 under load: the holder was the frozen watcher). What must
             # never hold it is the job child.
